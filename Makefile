@@ -1,0 +1,69 @@
+# dovecot-lmdb: plain make, configured from Dovecot's dovecot-config.
+DOVECOT_CONFIG ?= /usr/lib/dovecot/dovecot-config
+-include $(DOVECOT_CONFIG)
+# dovecot-config is a shell fragment: strip its quotes
+unquote = $(subst ',,$(subst ",,$(1)))
+DC_CFLAGS := $(call unquote,$(DOVECOT_CFLAGS))
+DC_INCLUDE := $(call unquote,$(LIBDOVECOT_INCLUDE))
+MODULEDIR ?= $(call unquote,$(dovecot_moduledir))
+ifeq ($(MODULEDIR),)
+MODULEDIR := /usr/lib/dovecot/modules
+endif
+
+CC ?= cc
+EXTRA_CFLAGS ?=
+EXTRA_LDFLAGS ?=
+CFLAGS_ALL = $(DC_CFLAGS) -fPIC -DHAVE_CONFIG_H -Iinclude -Iplugin $(DC_INCLUDE) $(EXTRA_CFLAGS)
+PLUGIN_LDFLAGS = -shared -Wl,-z,defs -L/usr/lib/dovecot $(EXTRA_LDFLAGS)
+
+BUILD = build
+
+LMDB_SRCS = plugin/lmdb-plugin.c plugin/lmdb-storage.c plugin/lmdb-mail.c \
+	plugin/lmdb-save.c plugin/lmdb-sync.c plugin/lmdb-istream.c \
+	plugin/lmdb-db.c
+LMDB_OBJS = $(patsubst plugin/%.c,$(BUILD)/%.o,$(LMDB_SRCS))
+LMDB_PLUGIN = $(BUILD)/lib20_lmdb_plugin.so
+
+UNIT_TESTS = $(BUILD)/test-lmdb-db
+
+.PHONY: all test unit-test integration-test install clean demo demo-stop
+
+all: $(LMDB_PLUGIN)
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+$(BUILD)/%.o: plugin/%.c include/*.h plugin/*.h | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(LMDB_PLUGIN): $(LMDB_OBJS)
+	$(CC) $(CFLAGS_ALL) $(PLUGIN_LDFLAGS) -o $@ $(LMDB_OBJS) \
+		-ldovecot-storage -ldovecot -llmdb -lcrypto
+
+$(BUILD)/test-lmdb-db: tests/unit/test-lmdb-db.c plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(EXTRA_CFLAGS) \
+		tests/unit/test-lmdb-db.c plugin/lmdb-db.c \
+		-llmdb -lcrypto -lcmocka $(EXTRA_LDFLAGS) -o $@
+
+unit-test: $(UNIT_TESTS)
+	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+
+integration-test: all
+	DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+
+test: unit-test integration-test
+
+install: all
+	install -d $(DESTDIR)$(MODULEDIR)
+	install -m 0644 $(LMDB_PLUGIN) $(DESTDIR)$(MODULEDIR)/
+	install -d $(DESTDIR)/etc/dovecot/conf.d
+	@echo "Enable with conf.d/90-lmdb.conf (copy it to /etc/dovecot/conf.d/)"
+
+demo:
+	sh scripts/demo.sh
+
+demo-stop:
+	sh scripts/demo.sh stop
+
+clean:
+	rm -rf $(BUILD)
