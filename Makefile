@@ -25,8 +25,10 @@ LMDB_OBJS = $(patsubst plugin/%.c,$(BUILD)/%.o,$(LMDB_SRCS))
 LMDB_PLUGIN = $(BUILD)/lib20_lmdb_plugin.so
 
 UNIT_TESTS = $(BUILD)/test-lmdb-db
+ASAN_UNIT_TESTS = $(BUILD)/test-lmdb-db-asan
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all test unit-test integration-test install clean demo demo-stop
+.PHONY: all test unit-test integration-test install clean demo demo-stop deps
 
 all: $(LMDB_PLUGIN)
 
@@ -45,8 +47,15 @@ $(BUILD)/test-lmdb-db: tests/unit/test-lmdb-db.c plugin/lmdb-db.c include/lmdb-d
 		tests/unit/test-lmdb-db.c plugin/lmdb-db.c \
 		-llmdb -lcrypto -lcmocka $(EXTRA_LDFLAGS) -o $@
 
-unit-test: $(UNIT_TESTS)
+$(BUILD)/test-lmdb-db-asan: tests/unit/test-lmdb-db.c plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(SAN_FLAGS) \
+		tests/unit/test-lmdb-db.c plugin/lmdb-db.c \
+		-llmdb -lcrypto -lcmocka -o $@
+
+unit-test: $(UNIT_TESTS) $(ASAN_UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+	@for t in $(ASAN_UNIT_TESTS); do echo "== $$t (ASan/UBSan)"; \
+		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
 
 integration-test: all
 	DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
@@ -59,11 +68,14 @@ install: all
 	install -d $(DESTDIR)/etc/dovecot/conf.d
 	@echo "Enable with conf.d/90-lmdb.conf (copy it to /etc/dovecot/conf.d/)"
 
+deps:
+	bash scripts/install-deps.sh test
+
 demo:
-	sh scripts/demo.sh
+	bash scripts/demo.sh
 
 demo-stop:
-	sh scripts/demo.sh stop
+	bash scripts/demo.sh stop
 
 clean:
 	rm -rf $(BUILD)

@@ -22,11 +22,14 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/resource.h>
 
 #define LDB_MAX_DBS 8
 #define LDB_RETRY_LIMIT 8
 #define LDB_DEFAULT_INITIAL_MAP (16UL * 1024 * 1024)
 #define LDB_DEFAULT_MAX_MAP (4UL * 1024 * 1024 * 1024)
+/* address space left for the heap when the map grows under RLIMIT_AS */
+#define LDB_AS_MARGIN (48UL * 1024 * 1024)
 
 #ifndef NFS_SUPER_MAGIC
 #  define NFS_SUPER_MAGIC 0x6969
@@ -184,22 +187,70 @@ static int ldb_env_set_map(struct ldb_env *env, size_t size)
 	return 0;
 }
 
-/* Adopt the size that another process grew the map to. */
+static size_t ldb_address_space_avail(void);
+
+/* Another process grew the database beyond our map.  LMDB's own answer
+   (mdb_env_set_mapsize(env, 0)) maps the other process's size, and a
+   failed remap leaves the environment without any map, so pick a size
+   that holds the data and fits this process's address space limit. */
 static int ldb_env_adopt_map(struct ldb_env *env)
 {
 	MDB_envinfo info;
-	int ret;
+	MDB_stat st;
+	size_t need, size, avail;
 
-	if ((ret = ldb_env_set_map(env, 0)) < 0)
-		return ret;
-	if (mdb_env_info(env->env, &info) == 0)
-		env->map_size = info.me_mapsize;
-	return 0;
+	if (mdb_env_info(env->env, &info) != 0 ||
+	    mdb_env_stat(env->env, &st) != 0)
+		return ldb_env_set_map(env, 0);
+	need = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+	size = env->map_size;
+	while (size < need)
+		size *= 2;
+	if (size > env->set.max_map_size && need <= env->set.max_map_size)
+		size = env->set.max_map_size;
+	avail = ldb_address_space_avail();
+	if (avail != (size_t)-1) {
+		avail += env->map_size;
+		avail -= avail % 4096;
+		if (size > avail)
+			size = avail;
+		if (size < need) {
+			ldb_set_error(env, "LMDB database %s needs a map of %zu "
+				      "bytes, more than the process's address "
+				      "space limit allows (raise the service's "
+				      "vsz_limit)", env->path, need);
+			return LDB_ERR_NOMEM;
+		}
+	}
+	return ldb_env_set_map(env, size);
+}
+
+/* Address space this process may still map, keeping a margin for the
+   heap; (size_t)-1 if unlimited. */
+static size_t ldb_address_space_avail(void)
+{
+	struct rlimit rl;
+	unsigned long long pages = 0;
+	size_t used, margin = LDB_AS_MARGIN;
+	FILE *f;
+
+	if (getrlimit(RLIMIT_AS, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return (size_t)-1;
+	f = fopen("/proc/self/statm", "r");
+	if (f == NULL)
+		return (size_t)-1;
+	if (fscanf(f, "%llu", &pages) != 1)
+		pages = 0;
+	fclose(f);
+	used = (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+	if (used + margin >= rl.rlim_cur)
+		return 0;
+	return rl.rlim_cur - used - margin;
 }
 
 static int ldb_env_grow(struct ldb_env *env)
 {
-	size_t new_size;
+	size_t new_size, avail;
 	MDB_envinfo info;
 
 	if (mdb_env_info(env->env, &info) == 0 &&
@@ -214,6 +265,22 @@ static int ldb_env_grow(struct ldb_env *env)
 	new_size = env->map_size * 2;
 	if (new_size > env->set.max_map_size || new_size < env->map_size)
 		new_size = env->set.max_map_size;
+	/* A failed remap leaves LMDB without a map at all, so never ask for
+	   more address space than RLIMIT_AS (Dovecot's vsz_limit) leaves. */
+	avail = ldb_address_space_avail();
+	if (avail != (size_t)-1) {
+		avail += env->map_size; /* the old map is released first */
+		avail -= avail % 4096;
+		if (new_size > avail)
+			new_size = avail;
+		if (new_size <= env->map_size) {
+			ldb_set_error(env, "LMDB map of %s can't grow beyond "
+				      "%zu bytes: the process has reached its "
+				      "address space limit (raise the service's "
+				      "vsz_limit)", env->path, env->map_size);
+			return LDB_ERR_MAP_FULL;
+		}
+	}
 	return ldb_env_set_map(env, new_size);
 }
 
