@@ -154,6 +154,38 @@ void lmdb_mailbox_set_ldb_error(struct mailbox *box, int ret,
 	}
 }
 
+static int lmdb_storage_purge_fn(struct ldb_txn *txn, void *context)
+{
+	int *count_r = context;
+	int ret;
+
+	if ((ret = ldb_body_purge_unreferenced(txn)) < 0)
+		return ret;
+	*count_r = ret;
+	return 0;
+}
+
+/* doveadm purge: free bodies that no message references any more.  Normal
+   expunges free them at once; this sweeps what a bug or an older version
+   could have left behind. */
+static int lmdb_storage_purge(struct mail_storage *_storage)
+{
+	struct lmdb_storage *storage = LMDB_STORAGE(_storage);
+	struct ldb_env *env;
+	int ret, count = 0;
+
+	if (lmdb_storage_get_env(storage, &env) < 0)
+		return -1;
+	if ((ret = ldb_write(env, lmdb_storage_purge_fn, &count)) < 0) {
+		mail_storage_set_critical(_storage, "lmdb: purge: %s",
+					  ldb_env_last_error(env));
+		return -1;
+	}
+	e_debug(_storage->event, "lmdb: purge removed %d unreferenced bodies",
+		count);
+	return 0;
+}
+
 static void
 lmdb_storage_get_list_settings(const struct mail_namespace *ns ATTR_UNUSED,
 			       struct mailbox_list_settings *set)
@@ -936,6 +968,7 @@ struct mail_storage lmdb_storage = {
 		.destroy = lmdb_storage_destroy,
 		.get_list_settings = lmdb_storage_get_list_settings,
 		.mailbox_alloc = lmdb_mailbox_alloc,
+		.purge = lmdb_storage_purge,
 		.list_index_rebuild = mail_storage_list_index_rebuild,
 	}
 };
