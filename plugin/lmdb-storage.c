@@ -373,7 +373,13 @@ static void lmdb_update_header(struct lmdb_mailbox *mbox,
 		if (lmdb_mailbox_guid_file_read(mbox, new_hdr.mailbox_guid) <= 0)
 			guid_128_generate(new_hdr.mailbox_guid);
 	}
-	if (!guid_128_equals(hdr.mailbox_guid, new_hdr.mailbox_guid))
+	/* The index header usually has its GUID already (the ext init data
+	   written with a new log), so compare with the file, not the old
+	   header: the file must exist for a lost index to find LMDB's
+	   records again. */
+	guid_128_t file_guid;
+	if (lmdb_mailbox_guid_file_read(mbox, file_guid) <= 0 ||
+	    !guid_128_equals(file_guid, new_hdr.mailbox_guid))
 		(void)lmdb_mailbox_guid_file_write(mbox, new_hdr.mailbox_guid);
 
 	if (need_resize) {
@@ -573,9 +579,12 @@ static int lmdb_mailbox_alloc_index(struct lmdb_mailbox *mbox)
 	mbox->hdr_ext_id =
 		mail_index_ext_register(mbox->box.index, "lmdb-hdr",
 					sizeof(struct lmdb_index_header), 0, 0);
-	/* set the initialization data in case the mailbox is created */
+	/* set the initialization data in case the mailbox is created, or
+	   its index was lost: then the GUID file gives the GUID back, so
+	   that the rebuild finds the mailbox's LMDB records */
 	i_zero(&hdr);
-	guid_128_generate(hdr.mailbox_guid);
+	if (lmdb_mailbox_guid_file_read(mbox, hdr.mailbox_guid) <= 0)
+		guid_128_generate(hdr.mailbox_guid);
 	mail_index_set_ext_init_data(mbox->box.index, mbox->hdr_ext_id,
 				     &hdr, sizeof(hdr));
 	return 0;

@@ -265,6 +265,11 @@ static bool lmdb_mailbox_has_lmdb_record(struct lmdb_mailbox *mbox)
 	struct ldb_txn *txn;
 	int ret;
 
+	/* mailbox_open() syncs before it has read the GUID from the index
+	   header: a lost index has only the GUID file to find LMDB's
+	   records with */
+	if (guid_128_is_empty(mbox->mailbox_guid))
+		(void)lmdb_mailbox_guid_file_read(mbox, mbox->mailbox_guid);
 	if (guid_128_is_empty(mbox->mailbox_guid) ||
 	    lmdb_storage_get_env(mbox->storage, &env) < 0 ||
 	    ldb_txn_begin(env, FALSE, &txn) < 0)
