@@ -30,7 +30,7 @@
  *              nothing here.
  *
  *   "msg"      key: mailbox GUID (16) + UID (u32)   (20 bytes)
- *              value (>= 86 bytes):
+ *              value (>= 84 bytes):
  *                0  u8   record version (1)
  *                1  u8   system flags (\Answered..\Draft, Dovecot's bits)
  *                2  u16  keyword count K
@@ -86,7 +86,7 @@
 #define LDB_HASH_SIZE 32
 #define LDB_CHUNK_SIZE (64 * 1024)
 #define LDB_MAILBOX_REC_SIZE 24
-#define LDB_MSG_REC_MIN_SIZE 86
+#define LDB_MSG_REC_MIN_SIZE 84
 #define LDB_BODY_REC_SIZE 24
 #define LDB_MSG_KEY_SIZE (LDB_GUID_SIZE + 4)
 #define LDB_CHUNK_KEY_SIZE (LDB_HASH_SIZE + 4)

@@ -579,10 +579,42 @@ static int ldb_txn_error(struct ldb_txn *txn, int rc, const char *func)
 	return ldb_map_error(txn->env, rc, func);
 }
 
+/* Commit a tiny write (meta "schema_version" rewritten with its own value)
+   so that the transaction ID advances.  LMDB reuses pages freed by commit N
+   only from transaction N+2 on: right after an expunge freed space, a save
+   at max_map_size would otherwise fail again and again, since failed
+   transactions never commit. */
+static int ldb_env_touch(struct ldb_env *env)
+{
+	MDB_txn *txn;
+	MDB_val key, val;
+	uint8_t buf[4];
+	int rc;
+
+	if ((rc = mdb_txn_begin(env->env, NULL, 0, &txn)) != 0)
+		return ldb_map_error(env, rc, "mdb_txn_begin");
+	key.mv_data = "schema_version";
+	key.mv_size = strlen(key.mv_data);
+	rc = mdb_get(txn, env->dbi_meta, &key, &val);
+	if (rc == 0 && val.mv_size == sizeof(buf)) {
+		memcpy(buf, val.mv_data, sizeof(buf));
+		val.mv_data = buf;
+		rc = mdb_put(txn, env->dbi_meta, &key, &val, 0);
+	}
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return ldb_map_error(env, rc, "mdb_put");
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return ldb_map_error(env, rc, "mdb_txn_commit");
+	return 0;
+}
+
 int ldb_write(struct ldb_env *env, ldb_write_fn_t *fn, void *context)
 {
 	struct ldb_txn *txn;
 	int ret, attempt;
+	bool touched = false;
 
 	for (attempt = 0;; attempt++) {
 		if ((ret = ldb_txn_begin(env, true, &txn)) < 0)
@@ -604,8 +636,17 @@ int ldb_write(struct ldb_env *env, ldb_write_fn_t *fn, void *context)
 		   be resized. */
 		if (attempt >= LDB_RETRY_LIMIT * 4)
 			return LDB_ERR_MAP_FULL;
-		if ((ret = ldb_env_grow(env)) < 0)
-			return ret;
+		if ((ret = ldb_env_grow(env)) < 0) {
+			/* at max_map_size: make recently freed pages
+			   reusable, then try once more */
+			if (ret != LDB_ERR_MAP_FULL || touched)
+				return ret;
+			touched = true;
+			if (ldb_env_touch(env) < 0) {
+				(void)ldb_env_grow(env); /* its error text */
+				return LDB_ERR_MAP_FULL;
+			}
+		}
 	}
 }
 
@@ -752,9 +793,8 @@ void ldb_msg_key(const uint8_t guid[LDB_GUID_SIZE], uint32_t uid,
 size_t ldb_msg_rec_encoded_size(const struct ldb_msg_rec *rec,
 				const char *const *keywords)
 {
-	/* 80 fixed bytes + u16 GUID length + u16 UIDL length (the schema's
-	   minimum; LDB_MSG_REC_MIN_SIZE says 86 but the layout is 84) */
-	size_t size = 80 + 2 + 2 + rec->guid_len + rec->pop3_uidl_len;
+	/* 80 fixed bytes + u16 GUID length + u16 UIDL length */
+	size_t size = LDB_MSG_REC_MIN_SIZE + rec->guid_len + rec->pop3_uidl_len;
 	unsigned int i;
 
 	for (i = 0; keywords != NULL && keywords[i] != NULL; i++)
@@ -805,7 +845,7 @@ int ldb_msg_rec_decode(const void *data, size_t size,
 	size_t len;
 
 	memset(rec_r, 0, sizeof(*rec_r));
-	if (size < LDB_MSG_REC_MIN_SIZE - 4 || p[0] != 1)
+	if (size < LDB_MSG_REC_MIN_SIZE || p[0] != 1)
 		return LDB_ERR_CORRUPT;
 	rec_r->flags = p[1];
 	rec_r->keyword_count = get_be16(p + 2);
@@ -1180,6 +1220,10 @@ int ldb_body_create(struct ldb_txn *txn, const uint8_t hash[LDB_HASH_SIZE],
 {
 	struct ldb_body_info info;
 
+	if (chunk_size == 0) {
+		ldb_set_error(txn->env, "body chunk size 0");
+		return LDB_ERR_INTERNAL;
+	}
 	info.refcount = 1;
 	info.size = size;
 	info.chunk_size = chunk_size;
