@@ -24,13 +24,19 @@ LMDB_SRCS = plugin/lmdb-plugin.c plugin/lmdb-storage.c plugin/lmdb-mail.c \
 LMDB_OBJS = $(patsubst plugin/%.c,$(BUILD)/%.o,$(LMDB_SRCS))
 LMDB_PLUGIN = $(BUILD)/lib20_lmdb_plugin.so
 
+# imap_lmdb (RFC 8474 OBJECTID): an imap-only plugin. Its imap symbols come
+# from the imap binary when it is loaded, so it links without -z defs.
+IMAP_LMDB_SRCS = $(wildcard plugin/imap-lmdb/*.c)
+IMAP_LMDB_OBJS = $(patsubst plugin/imap-lmdb/%.c,$(BUILD)/imap-lmdb/%.o,$(IMAP_LMDB_SRCS))
+IMAP_LMDB_PLUGIN = $(BUILD)/lib95_imap_lmdb_plugin.so
+
 UNIT_TESTS = $(BUILD)/test-lmdb-db
 ASAN_UNIT_TESTS = $(BUILD)/test-lmdb-db-asan
 SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 .PHONY: all test unit-test integration-test install clean demo demo-stop deps
 
-all: $(LMDB_PLUGIN)
+all: $(LMDB_PLUGIN) $(IMAP_LMDB_PLUGIN)
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -39,8 +45,17 @@ $(BUILD)/%.o: plugin/%.c include/*.h plugin/*.h | $(BUILD)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(LMDB_PLUGIN): $(LMDB_OBJS)
-	$(CC) $(CFLAGS_ALL) $(PLUGIN_LDFLAGS) -o $@ $(LMDB_OBJS) \
+	$(CC) $(CFLAGS_ALL) $(PLUGIN_LDFLAGS) -o $@.tmp $(LMDB_OBJS) \
 		-ldovecot-storage -ldovecot -llmdb -lcrypto
+	mv -f $@.tmp $@
+
+$(BUILD)/imap-lmdb/%.o: plugin/imap-lmdb/%.c plugin/imap-lmdb/*.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(IMAP_LMDB_PLUGIN): $(IMAP_LMDB_OBJS)
+	$(CC) $(CFLAGS_ALL) -shared $(EXTRA_LDFLAGS) -o $@.tmp $(IMAP_LMDB_OBJS)
+	mv -f $@.tmp $@
 
 $(BUILD)/test-lmdb-db: tests/unit/test-lmdb-db.c plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
 	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(EXTRA_CFLAGS) \
@@ -65,6 +80,7 @@ test: unit-test integration-test
 install: all
 	install -d $(DESTDIR)$(MODULEDIR)
 	install -m 0644 $(LMDB_PLUGIN) $(DESTDIR)$(MODULEDIR)/
+	install -m 0644 $(IMAP_LMDB_PLUGIN) $(DESTDIR)$(MODULEDIR)/
 	install -d $(DESTDIR)/etc/dovecot/conf.d
 	@echo "Enable with conf.d/90-lmdb.conf (copy it to /etc/dovecot/conf.d/)"
 

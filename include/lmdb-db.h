@@ -24,10 +24,15 @@
  *                1  u8[3] zero
  *                4  u32  UIDVALIDITY
  *                8  u32  next UID: every UID below it was handed out
- *               12  u32  zero
+ *               12  u32  first recent UID mirrored from the index
+ *                        (0 = unknown)
  *               16  u64  highest modseq mirrored from the index
  *              Mailboxes are keyed by GUID, never by name: RENAME touches
  *              nothing here.
+ *              key: mailbox GUID (16) + 'K' (17 bytes)   value:
+ *                u16 count N, then N times: u16 length L, L bytes
+ *              The mailbox's keyword names in the index's order, so that
+ *              a rebuilt index lists keywords in the same order.
  *
  *   "msg"      key: mailbox GUID (16) + UID (u32)   (20 bytes)
  *              value (>= 84 bytes):
@@ -121,6 +126,7 @@ struct ldb_mailbox_rec {
 	uint32_t uid_validity;
 	uint32_t next_uid;
 	uint64_t highest_modseq;
+	uint32_t first_recent_uid;
 };
 
 struct ldb_msg_rec {
@@ -187,6 +193,18 @@ int ldb_mailbox_put(struct ldb_txn *txn, const uint8_t guid[LDB_GUID_SIZE],
 		    const struct ldb_mailbox_rec *rec);
 int ldb_mailbox_delete(struct ldb_txn *txn,
 		       const uint8_t guid[LDB_GUID_SIZE]);
+/* The mailbox's keyword names in index order.  get: 1 found (*data_r is
+   valid until the transaction ends; walk it with
+   ldb_keyword_list_next()), 0 none. */
+int ldb_mailbox_keywords_get(struct ldb_txn *txn,
+			     const uint8_t guid[LDB_GUID_SIZE],
+			     const uint8_t **data_r, size_t *size_r,
+			     unsigned int *count_r);
+int ldb_mailbox_keywords_put(struct ldb_txn *txn,
+			     const uint8_t guid[LDB_GUID_SIZE],
+			     const char *const *keywords);
+int ldb_keyword_list_next(const uint8_t *data, size_t size, size_t *pos,
+			  const char **name_r, size_t *len_r);
 
 /* message records */
 int ldb_msg_get(struct ldb_txn *txn, const uint8_t guid[LDB_GUID_SIZE],
@@ -261,5 +279,71 @@ int ldb_body_chunk_get(struct ldb_txn *txn, const uint8_t hash[LDB_HASH_SIZE],
 /* Delete bodies whose reference count is 0 (left by a bug or an older
    version); returns how many were removed, or < 0. */
 int ldb_body_purge_unreferenced(struct ldb_txn *txn);
+
+
+/* ---- generic key-value API ----
+   For users of the layer that keep their own schema (the FTS backend, see
+   plugin/fts-lmdb/fts-lmdb-store.h).  Keys and values are opaque bytes;
+   data returned by get and cursor calls points into the map and is valid
+   until the transaction ends or the next write in it. */
+
+enum ldb_put_flags {
+	/* fail with 0 instead of overwriting an existing key */
+	LDB_PUT_NOOVERWRITE = 0x01,
+	/* the key sorts after every key in the database (bulk loads) */
+	LDB_PUT_APPEND = 0x02,
+};
+
+enum ldb_cursor_op {
+	LDB_CURSOR_FIRST,
+	LDB_CURSOR_LAST,
+	LDB_CURSOR_NEXT,
+	LDB_CURSOR_PREV,
+	/* position at the first key >= the given key */
+	LDB_CURSOR_SET_RANGE,
+	/* position at exactly the given key */
+	LDB_CURSOR_SET,
+	LDB_CURSOR_CURRENT,
+};
+
+struct ldb_cursor;
+
+/* Open the named database, creating it if missing, and return its handle.
+   The handle is valid for as long as the environment stays open.  Call it
+   with no transaction of this environment active in the process.  The
+   environment must have been opened with room for it (LDB_MAX_DBS). */
+int ldb_dbi_open(struct ldb_env *env, const char *name, unsigned int *dbi_r);
+
+/* 1 = found, 0 = not found, < 0 error */
+int ldb_kv_get(struct ldb_txn *txn, unsigned int dbi, const void *key,
+	       size_t key_size, const void **data_r, size_t *size_r);
+/* Returns 1 = stored, 0 = key exists (LDB_PUT_NOOVERWRITE), < 0 error. */
+int ldb_kv_put(struct ldb_txn *txn, unsigned int dbi, const void *key,
+	       size_t key_size, const void *data, size_t size,
+	       enum ldb_put_flags flags);
+/* Reserve size bytes for the value of key; the caller fills *data_r before
+   the next write in this transaction.  0 = ok, < 0 error. */
+int ldb_kv_reserve(struct ldb_txn *txn, unsigned int dbi, const void *key,
+		   size_t key_size, size_t size, void **data_r);
+/* 1 = deleted, 0 = not found, < 0 error */
+int ldb_kv_del(struct ldb_txn *txn, unsigned int dbi, const void *key,
+	       size_t key_size);
+/* Number of entries in the database.  0 = ok, < 0 error. */
+int ldb_kv_count(struct ldb_txn *txn, unsigned int dbi, uint64_t *count_r);
+
+int ldb_cursor_open(struct ldb_txn *txn, unsigned int dbi,
+		    struct ldb_cursor **cursor_r);
+/* Move the cursor.  For SET and SET_RANGE, *key and *key_size give the key
+   to look for.  On 1 (found), *key and *key_size, *data_r and *size_r point to
+   the entry.  0 = no such entry (end of database), < 0 error.  data_r and
+   size_r may be NULL. */
+int ldb_cursor_get(struct ldb_cursor *cursor, enum ldb_cursor_op op,
+		   const void **key, size_t *key_size,
+		   const void **data_r, size_t *size_r);
+/* Delete the entry at the cursor.  0 = ok, < 0 error. */
+int ldb_cursor_del(struct ldb_cursor *cursor);
+void ldb_cursor_close(struct ldb_cursor **cursor);
+
+int ldb_meta_put_u32(struct ldb_txn *txn, const char *name, uint32_t value);
 
 #endif

@@ -22,9 +22,10 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/statvfs.h>
 #include <sys/resource.h>
 
-#define LDB_MAX_DBS 8
+#define LDB_MAX_DBS 16
 #define LDB_RETRY_LIMIT 8
 #define LDB_DEFAULT_INITIAL_MAP (16UL * 1024 * 1024)
 #define LDB_DEFAULT_MAX_MAP (4UL * 1024 * 1024 * 1024)
@@ -129,9 +130,32 @@ void ldb_settings_default(struct ldb_settings *set_r)
 	set_r->file_mode = 0600;
 }
 
+/* LMDB reports a short write(), which is how a filling disk shows up while
+   a commit writes its pages, as EIO.  Tell that apart from a real I/O error
+   by the space left on the filesystem: after a short write it is (nearly)
+   none. */
+#define LDB_DISK_FULL_MARGIN (1024 * 1024)
+static bool ldb_disk_is_full(struct ldb_env *env, unsigned long long *free_r)
+{
+	struct statvfs st;
+
+	if (statvfs(env->path, &st) < 0)
+		return false;
+	*free_r = (unsigned long long)st.f_bavail * st.f_frsize;
+	return *free_r < LDB_DISK_FULL_MARGIN;
+}
+
 /* Map an LMDB or errno code to our codes, remembering the message. */
 static int ldb_map_error(struct ldb_env *env, int rc, const char *func)
 {
+	unsigned long long free_bytes;
+
+	if (rc == EIO && ldb_disk_is_full(env, &free_bytes)) {
+		ldb_set_error(env, "%s(%s) failed: No space left on device "
+			      "(LMDB reported a short write as EIO; %llu "
+			      "bytes free)", func, env->path, free_bytes);
+		return LDB_ERR_NOSPACE;
+	}
 	ldb_set_error(env, "%s(%s) failed: %s", func, env->path,
 		      mdb_strerror(rc));
 	switch (rc) {
@@ -629,6 +653,15 @@ int ldb_write(struct ldb_env *env, ldb_write_fn_t *fn, void *context)
 		} else {
 			if ((ret = ldb_txn_commit(&txn)) == 0)
 				return 0;
+			if (ret == LDB_ERR_NOSPACE && !touched) {
+				/* disk full: pages an expunge just freed
+				   are reusable only from the transaction
+				   after next; advance once and retry */
+				touched = true;
+				if (ldb_env_touch(env) < 0)
+					return LDB_ERR_NOSPACE;
+				continue;
+			}
 			if (ret != LDB_ERR_MAP_FULL)
 				return ret;
 		}
@@ -714,6 +747,7 @@ void ldb_mailbox_rec_encode(const struct ldb_mailbox_rec *rec,
 	buf[0] = 1;
 	put_be32(buf + 4, rec->uid_validity);
 	put_be32(buf + 8, rec->next_uid);
+	put_be32(buf + 12, rec->first_recent_uid);
 	put_be64(buf + 16, rec->highest_modseq);
 }
 
@@ -727,6 +761,7 @@ int ldb_mailbox_rec_decode(const void *data, size_t size,
 		return LDB_ERR_CORRUPT;
 	rec_r->uid_validity = get_be32(p + 4);
 	rec_r->next_uid = get_be32(p + 8);
+	rec_r->first_recent_uid = get_be32(p + 12);
 	rec_r->highest_modseq = get_be64(p + 16);
 	return 0;
 }
@@ -778,7 +813,95 @@ int ldb_mailbox_delete(struct ldb_txn *txn, const uint8_t guid[LDB_GUID_SIZE])
 	}
 	if (ret < 0)
 		return ret;
+	if ((ret = ldb_mailbox_keywords_put(txn, guid, NULL)) < 0)
+		return ret;
 	return ldb_del(txn, txn->env->dbi_mailbox, guid, LDB_GUID_SIZE);
+}
+
+static void ldb_mailbox_keywords_key(const uint8_t guid[LDB_GUID_SIZE],
+				     uint8_t key_r[LDB_GUID_SIZE + 1])
+{
+	memcpy(key_r, guid, LDB_GUID_SIZE);
+	key_r[LDB_GUID_SIZE] = 'K';
+}
+
+int ldb_keyword_list_next(const uint8_t *data, size_t size, size_t *pos,
+			  const char **name_r, size_t *len_r)
+{
+	size_t len;
+
+	if (*pos + 2 > size)
+		return 0;
+	len = get_be16(data + *pos);
+	if (len == 0 || *pos + 2 + len > size)
+		return 0;
+	*name_r = (const char *)data + *pos + 2;
+	*len_r = len;
+	*pos += 2 + len;
+	return 1;
+}
+
+int ldb_mailbox_keywords_get(struct ldb_txn *txn,
+			     const uint8_t guid[LDB_GUID_SIZE],
+			     const uint8_t **data_r, size_t *size_r,
+			     unsigned int *count_r)
+{
+	uint8_t key[LDB_GUID_SIZE + 1];
+	MDB_val val;
+	int ret;
+
+	ldb_mailbox_keywords_key(guid, key);
+	ret = ldb_get(txn, txn->env->dbi_mailbox, key, sizeof(key), &val);
+	if (ret <= 0)
+		return ret;
+	if (val.mv_size < 2) {
+		ldb_set_error(txn->env, "%s: corrupted keyword list",
+			      txn->env->path);
+		return LDB_ERR_CORRUPT;
+	}
+	*count_r = get_be16(val.mv_data);
+	*data_r = (const uint8_t *)val.mv_data + 2;
+	*size_r = val.mv_size - 2;
+	return 1;
+}
+
+int ldb_mailbox_keywords_put(struct ldb_txn *txn,
+			     const uint8_t guid[LDB_GUID_SIZE],
+			     const char *const *keywords)
+{
+	uint8_t key[LDB_GUID_SIZE + 1], *buf, *p;
+	size_t size = 2, len;
+	unsigned int i, count = 0;
+	int ret;
+
+	ldb_mailbox_keywords_key(guid, key);
+	if (keywords == NULL || keywords[0] == NULL) {
+		ret = ldb_del(txn, txn->env->dbi_mailbox, key, sizeof(key));
+		return ret < 0 ? ret : 0;
+	}
+	for (i = 0; keywords[i] != NULL; i++) {
+		len = strlen(keywords[i]);
+		if (len == 0 || len > 0xffff || i >= 0xffff) {
+			ldb_set_error(txn->env, "invalid keyword list");
+			return LDB_ERR_INTERNAL;
+		}
+		size += 2 + len;
+		count++;
+	}
+	buf = malloc(size);
+	if (buf == NULL)
+		return LDB_ERR_NOMEM;
+	put_be16(buf, count);
+	p = buf + 2;
+	for (i = 0; i < count; i++) {
+		len = strlen(keywords[i]);
+		put_be16(p, len);
+		memcpy(p + 2, keywords[i], len);
+		p += 2 + len;
+	}
+	ret = ldb_put(txn, txn->env->dbi_mailbox, key, sizeof(key), buf, size);
+	free(buf);
+	return ret;
 }
 
 /* ---- message records ---- */
@@ -1299,4 +1422,194 @@ int ldb_body_purge_unreferenced(struct ldb_txn *txn)
 		}
 	}
 	return count;
+}
+
+/* ---- generic key-value API ---- */
+
+struct ldb_cursor {
+	struct ldb_txn *txn;
+	MDB_cursor *cursor;
+};
+
+/* Existing databases are opened in a read transaction, so that opening
+   them never waits for (or blocks) a writer; only a missing one costs a
+   write transaction. */
+int ldb_dbi_open(struct ldb_env *env, const char *name, unsigned int *dbi_r)
+{
+	struct ldb_txn *txn;
+	MDB_dbi dbi;
+	int rc, ret;
+
+	for (int write = 0; write < 2; write++) {
+		if ((ret = ldb_txn_begin(env, write != 0, &txn)) < 0)
+			return ret;
+		rc = mdb_dbi_open(txn->txn, name, write ? MDB_CREATE : 0, &dbi);
+		if (rc == MDB_NOTFOUND && !write) {
+			ldb_txn_abort(&txn);
+			continue;
+		}
+		if (rc != 0) {
+			ret = ldb_txn_error(txn, rc, "mdb_dbi_open");
+			ldb_txn_abort(&txn);
+			return ret;
+		}
+		if ((ret = ldb_txn_commit(&txn)) < 0)
+			return ret;
+		*dbi_r = dbi;
+		return 0;
+	}
+	ldb_set_error(env, "mdb_dbi_open(%s, %s) failed", env->path, name);
+	return LDB_ERR_INTERNAL;
+}
+
+int ldb_kv_get(struct ldb_txn *txn, unsigned int dbi, const void *key,
+	       size_t key_size, const void **data_r, size_t *size_r)
+{
+	MDB_val val;
+	int ret;
+
+	ret = ldb_get(txn, dbi, key, key_size, &val);
+	if (ret <= 0)
+		return ret;
+	*data_r = val.mv_data;
+	*size_r = val.mv_size;
+	return 1;
+}
+
+int ldb_kv_put(struct ldb_txn *txn, unsigned int dbi, const void *key,
+	       size_t key_size, const void *data, size_t size,
+	       enum ldb_put_flags flags)
+{
+	MDB_val k = { key_size, (void *)key };
+	MDB_val v = { size, (void *)data };
+	unsigned int mflags = 0;
+	int rc;
+
+	if ((flags & LDB_PUT_NOOVERWRITE) != 0)
+		mflags |= MDB_NOOVERWRITE;
+	if ((flags & LDB_PUT_APPEND) != 0)
+		mflags |= MDB_APPEND;
+	rc = mdb_put(txn->txn, dbi, &k, &v, mflags);
+	if (rc == MDB_KEYEXIST && (flags & LDB_PUT_NOOVERWRITE) != 0)
+		return 0;
+	if (rc != 0)
+		return ldb_txn_error(txn, rc, "mdb_put");
+	return 1;
+}
+
+int ldb_kv_reserve(struct ldb_txn *txn, unsigned int dbi, const void *key,
+		   size_t key_size, size_t size, void **data_r)
+{
+	MDB_val k = { key_size, (void *)key };
+	MDB_val v = { size, NULL };
+	int rc;
+
+	rc = mdb_put(txn->txn, dbi, &k, &v, MDB_RESERVE);
+	if (rc != 0)
+		return ldb_txn_error(txn, rc, "mdb_put");
+	*data_r = v.mv_data;
+	return 0;
+}
+
+int ldb_kv_del(struct ldb_txn *txn, unsigned int dbi, const void *key,
+	       size_t key_size)
+{
+	return ldb_del(txn, dbi, key, key_size);
+}
+
+int ldb_kv_count(struct ldb_txn *txn, unsigned int dbi, uint64_t *count_r)
+{
+	MDB_stat st;
+	int rc;
+
+	rc = mdb_stat(txn->txn, dbi, &st);
+	if (rc != 0)
+		return ldb_txn_error(txn, rc, "mdb_stat");
+	*count_r = st.ms_entries;
+	return 0;
+}
+
+int ldb_cursor_open(struct ldb_txn *txn, unsigned int dbi,
+		    struct ldb_cursor **cursor_r)
+{
+	struct ldb_cursor *cursor;
+	int rc;
+
+	*cursor_r = NULL;
+	cursor = calloc(1, sizeof(*cursor));
+	if (cursor == NULL) {
+		ldb_set_error(txn->env, "out of memory");
+		return LDB_ERR_NOMEM;
+	}
+	rc = mdb_cursor_open(txn->txn, dbi, &cursor->cursor);
+	if (rc != 0) {
+		free(cursor);
+		return ldb_txn_error(txn, rc, "mdb_cursor_open");
+	}
+	cursor->txn = txn;
+	*cursor_r = cursor;
+	return 0;
+}
+
+int ldb_cursor_get(struct ldb_cursor *cursor, enum ldb_cursor_op op,
+		   const void **key, size_t *key_size,
+		   const void **data_r, size_t *size_r)
+{
+	static const MDB_cursor_op ops[] = {
+		[LDB_CURSOR_FIRST] = MDB_FIRST,
+		[LDB_CURSOR_LAST] = MDB_LAST,
+		[LDB_CURSOR_NEXT] = MDB_NEXT,
+		[LDB_CURSOR_PREV] = MDB_PREV,
+		[LDB_CURSOR_SET_RANGE] = MDB_SET_RANGE,
+		[LDB_CURSOR_SET] = MDB_SET_KEY,
+		[LDB_CURSOR_CURRENT] = MDB_GET_CURRENT,
+	};
+	MDB_val k = { 0, NULL }, v = { 0, NULL };
+	int rc;
+
+	if (op == LDB_CURSOR_SET || op == LDB_CURSOR_SET_RANGE) {
+		k.mv_data = (void *)*key;
+		k.mv_size = *key_size;
+	}
+	rc = mdb_cursor_get(cursor->cursor, &k, &v, ops[op]);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return ldb_txn_error(cursor->txn, rc, "mdb_cursor_get");
+	*key = k.mv_data;
+	*key_size = k.mv_size;
+	if (data_r != NULL)
+		*data_r = v.mv_data;
+	if (size_r != NULL)
+		*size_r = v.mv_size;
+	return 1;
+}
+
+int ldb_cursor_del(struct ldb_cursor *cursor)
+{
+	int rc = mdb_cursor_del(cursor->cursor, 0);
+
+	if (rc != 0)
+		return ldb_txn_error(cursor->txn, rc, "mdb_cursor_del");
+	return 0;
+}
+
+void ldb_cursor_close(struct ldb_cursor **_cursor)
+{
+	struct ldb_cursor *cursor = *_cursor;
+
+	*_cursor = NULL;
+	if (cursor == NULL)
+		return;
+	mdb_cursor_close(cursor->cursor);
+	free(cursor);
+}
+
+int ldb_meta_put_u32(struct ldb_txn *txn, const char *name, uint32_t value)
+{
+	uint8_t buf[4];
+
+	put_be32(buf, value);
+	return ldb_put(txn, txn->env->dbi_meta, name, strlen(name),
+		       buf, sizeof(buf));
 }

@@ -95,11 +95,18 @@ static int lmdb_mail_get_save_date(struct mail *_mail, time_t *date_r)
 	const struct lmdb_msg *msg;
 	int ret;
 
-	if (index_mail_get_save_date(_mail, date_r) > 0)
-		return 1;
+	/* LMDB first: while saving, index-mail caches "now" as the save date
+	   even when the saver (dsync) gave the original one, which the
+	   record has. */
+	if (_mail->saving || data->save_date != (time_t)-1) {
+		if (index_mail_get_save_date(_mail, date_r) > 0)
+			return 1;
+	}
 	if ((ret = lmdb_mail_get_msg(_mail, &msg)) < 0)
 		return -1;
 	if (ret == 0) {
+		if (index_mail_get_save_date(_mail, date_r) > 0)
+			return 1;
 		*date_r = data->save_date = ioloop_time;
 		return 1;
 	}

@@ -22,6 +22,7 @@
 #include "index-mail.h"
 #include "mail-copy.h"
 #include "index-pop3-uidl.h"
+#include "mail-index-modseq.h"
 #include "lmdb-storage.h"
 
 struct lmdb_save_mail {
@@ -38,6 +39,7 @@ struct lmdb_save_mail {
 	const char *pop3_uidl;
 	uint32_t pop3_order;
 	uint8_t flags;
+	uint64_t min_modseq;
 	const char *const *keywords;
 };
 
@@ -167,6 +169,7 @@ static void lmdb_save_fill_mail(struct lmdb_save_context *ctx,
 
 	mail->seq = ctx->seq;
 	mail->flags = mdata->flags & MAIL_FLAGS_NONRECENT;
+	mail->min_modseq = mdata->min_modseq;
 	mail->received_date = mdata->received_date;
 	mail->save_date = mdata->save_date != (time_t)-1 ?
 		mdata->save_date : ioloop_time;
@@ -444,6 +447,16 @@ int lmdb_copy(struct mail_save_context *_ctx, struct mail *mail)
 	ctx->finished = TRUE;
 	if (mail_get_backend_mail(mail, &backend_mail) < 0)
 		return -1;
+	if ((_ctx->transaction->flags & MAILBOX_TRANSACTION_FLAG_SYNC) != 0 &&
+	    _ctx->data.save_date == (time_t)-1) {
+		/* dsync copies the source mail without its save date: keep
+		   it, so a migration or replica loses no date.  (An IMAP
+		   COPY gets a new save date, as RFC 8514 wants.) */
+		time_t save_date;
+
+		if (mail_get_save_date(mail, &save_date) > 0)
+			mailbox_save_set_save_date(_ctx, save_date);
+	}
 	if (lmdb_copy_can_share(ctx, backend_mail)) {
 		T_BEGIN {
 			ret = lmdb_copy_shared(ctx, backend_mail);
@@ -459,6 +472,11 @@ int lmdb_copy(struct mail_save_context *_ctx, struct mail *mail)
 struct lmdb_save_write_ctx {
 	struct lmdb_save_context *ctx;
 	const struct mail_index_header *hdr;
+	/* An upper bound of the modseq the index will give these mails: the
+	   sync view's highest modseq plus at most a few log records per mail.
+	   The exact value is mirrored by later syncs; a rebuild only needs
+	   "the same or higher". */
+	uint64_t modseq_bound;
 	unsigned char *chunk_buf;
 	const char *error;
 };
@@ -536,6 +554,9 @@ static int lmdb_save_write_fn(struct ldb_txn *txn, void *context)
 		mrec.next_uid = 1;
 	}
 	mrec.uid_validity = wctx->hdr->uid_validity;
+	mrec.first_recent_uid = wctx->hdr->first_recent_uid;
+	if (mrec.highest_modseq < wctx->modseq_bound)
+		mrec.highest_modseq = wctx->modseq_bound;
 
 	array_foreach_modifiable(&ctx->mails, mail) {
 		if ((ret = lmdb_save_write_body(txn, wctx, mail)) < 0)
@@ -547,6 +568,9 @@ static int lmdb_save_write_fn(struct ldb_txn *txn, void *context)
 		rec.save_date = mail->save_date;
 		rec.physical_size = mail->physical_size;
 		rec.virtual_size = mail->virtual_size;
+		rec.modseq = I_MAX(wctx->modseq_bound, mail->min_modseq);
+		if (mrec.highest_modseq < rec.modseq)
+			mrec.highest_modseq = rec.modseq;
 		memcpy(rec.body_hash, mail->hash, sizeof(rec.body_hash));
 		rec.guid = mail->guid;
 		rec.guid_len = strlen(mail->guid);
@@ -559,7 +583,9 @@ static int lmdb_save_write_fn(struct ldb_txn *txn, void *context)
 		if (mrec.next_uid <= mail->uid)
 			mrec.next_uid = mail->uid + 1;
 	}
-	return ldb_mailbox_put(txn, ctx->mbox->mailbox_guid, &mrec);
+	if ((ret = ldb_mailbox_put(txn, ctx->mbox->mailbox_guid, &mrec)) < 0)
+		return ret;
+	return lmdb_mirror_keyword_list(txn, ctx->mbox);
 }
 
 static int lmdb_save_write(struct lmdb_save_context *ctx,
@@ -574,6 +600,9 @@ static int lmdb_save_write(struct lmdb_save_context *ctx,
 	i_zero(&wctx);
 	wctx.ctx = ctx;
 	wctx.hdr = hdr;
+	wctx.modseq_bound =
+		mail_index_modseq_get_highest(ctx->sync_ctx->sync_view) +
+		3 * (uint64_t)array_count(&ctx->mails) + 3;
 	wctx.chunk_buf = i_malloc(LDB_CHUNK_SIZE);
 	T_BEGIN {
 		ret = ldb_write(env, lmdb_save_write_fn, &wctx);

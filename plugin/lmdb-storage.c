@@ -80,6 +80,11 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 		_storage->set->parsed_fsync_mode == FSYNC_MODE_NEVER;
 
 	storage->list = ns->list;
+	/* one storage (and LMDB environment) per root: without this, a second
+	   lmdb namespace (lazy_expunge, public, ...) would share the first
+	   one's storage and write its mail into the first root's LMDB */
+	_storage->unique_root_dir =
+		p_strdup(_storage->pool, ns->list->set.root_dir);
 	root = mailbox_list_get_root_forced(ns->list, MAILBOX_LIST_PATH_TYPE_DIR);
 	storage->env_path = p_strconcat(_storage->pool, root,
 					"/"LDB_DIR_NAME, NULL);
@@ -444,6 +449,7 @@ static int lmdb_mailbox_rec_write(struct lmdb_mailbox *mbox,
 	ctx.rec.uid_validity = hdr->uid_validity;
 	ctx.rec.next_uid = hdr->next_uid;
 	ctx.rec.highest_modseq = mail_index_modseq_get_highest(view);
+	ctx.rec.first_recent_uid = hdr->first_recent_uid;
 	if ((ret = ldb_write(env, lmdb_mailbox_rec_put_fn, &ctx)) < 0) {
 		lmdb_mailbox_set_ldb_error(&mbox->box, ret, "mailbox write");
 		return -1;
@@ -539,7 +545,11 @@ int lmdb_mailbox_create_indexes(struct mailbox *box,
 	new_hdr = *hdr;
 	new_hdr.uid_validity = uid_validity;
 	new_hdr.next_uid = uid_next;
-	if (rec.uid_validity != uid_validity || rec.next_uid < uid_next) {
+	if (update != NULL &&
+	    new_hdr.first_recent_uid < update->min_first_recent_uid)
+		new_hdr.first_recent_uid = update->min_first_recent_uid;
+	if (rec.uid_validity != uid_validity || rec.next_uid < uid_next ||
+	    rec.first_recent_uid != new_hdr.first_recent_uid) {
 		if (lmdb_mailbox_rec_write(mbox, box->view, &new_hdr,
 					   mbox->mailbox_guid) < 0) {
 			if (new_trans != NULL)
@@ -966,7 +976,8 @@ int lmdb_msg_lookup(struct lmdb_mailbox *mbox, uint32_t uid, pool_t pool,
 
 struct mail_storage lmdb_storage = {
 	.name = LMDB_STORAGE_NAME,
-	.class_flags = MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
+	.class_flags = MAIL_STORAGE_CLASS_FLAG_UNIQUE_ROOT |
+		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
 		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_SAVE_GUIDS |
 		MAIL_STORAGE_CLASS_FLAG_BINARY_DATA,
 	.event_category = &event_category_lmdb,

@@ -170,5 +170,7 @@ int lmdb_sync(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags);
 struct mailbox_sync_context *
 lmdb_storage_sync_init(struct mailbox *box, enum mailbox_sync_flags flags);
 int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox, bool force);
+/* Store the index's keyword names, in order, if LMDB's list is shorter. */
+int lmdb_mirror_keyword_list(struct ldb_txn *txn, struct lmdb_mailbox *mbox);
 
 #endif

@@ -162,6 +162,32 @@ static int lmdb_sync_recover(struct lmdb_sync_context *ctx)
 	return 0;
 }
 
+int lmdb_mirror_keyword_list(struct ldb_txn *txn, struct lmdb_mailbox *mbox)
+{
+	const ARRAY_TYPE(keywords) *names =
+		mail_index_get_keywords(mbox->box.index);
+	ARRAY_TYPE(const_string) kws;
+	const uint8_t *data;
+	size_t size;
+	unsigned int count = 0;
+	int ret;
+
+	if (array_count(names) == 0)
+		return 0;
+	ret = ldb_mailbox_keywords_get(txn, mbox->mailbox_guid, &data, &size,
+				       &count);
+	if (ret < 0)
+		return ret;
+	/* keywords are only ever added to an index */
+	if (ret > 0 && count >= array_count(names))
+		return 0;
+	t_array_init(&kws, array_count(names) + 1);
+	array_append_array(&kws, names);
+	array_append_zero(&kws);
+	return ldb_mailbox_keywords_put(txn, mbox->mailbox_guid,
+					array_front(&kws));
+}
+
 struct lmdb_sync_write_ctx {
 	struct lmdb_sync_context *ctx;
 	const ARRAY_TYPE(keywords) *names;
@@ -206,7 +232,7 @@ static int lmdb_sync_write_fn(struct ldb_txn *txn, void *context)
 	struct ldb_mailbox_rec mrec;
 	struct seq_range_iter iter;
 	unsigned int n;
-	uint32_t uid;
+	uint32_t uid, first_recent_uid;
 	uint64_t highest;
 	int ret;
 
@@ -226,14 +252,24 @@ static int lmdb_sync_write_fn(struct ldb_txn *txn, void *context)
 	}
 	if ((ret = ldb_mailbox_get(txn, ctx->mbox->mailbox_guid, &mrec)) < 0)
 		return ret;
-	highest = mail_index_modseq_get_highest(ctx->sync_view);
-	if (ret > 0 && mrec.highest_modseq < highest) {
-		mrec.highest_modseq = highest;
+	/* an upper bound: this sync's own expunges get modseqs too */
+	highest = mail_index_modseq_get_highest(ctx->sync_view) + 1 +
+		seq_range_count(&ctx->expunged_uids);
+	first_recent_uid =
+		mail_index_get_header(ctx->sync_view)->first_recent_uid;
+	if (ret > 0 && (mrec.highest_modseq < highest ||
+			mrec.first_recent_uid != first_recent_uid)) {
+		if (mrec.highest_modseq < highest)
+			mrec.highest_modseq = highest;
+		mrec.first_recent_uid = first_recent_uid;
 		if ((ret = ldb_mailbox_put(txn, ctx->mbox->mailbox_guid,
 					   &mrec)) < 0)
 			return ret;
 	}
-	return 0;
+	T_BEGIN {
+		ret = lmdb_mirror_keyword_list(txn, ctx->mbox);
+	} T_END;
+	return ret < 0 ? ret : 0;
 }
 
 /* Apply the expunges and mirror the flag changes to LMDB, before the index
@@ -331,6 +367,33 @@ static void lmdb_sync_context_free(struct lmdb_sync_context **_ctx)
 	i_free(ctx);
 }
 
+/* A crash between the LMDB commit and the index commit of a save leaves
+   nothing in the index to sync, so MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES
+   would skip the recovery: compare the two next UIDs first (one read). */
+static bool lmdb_sync_lmdb_is_ahead(struct lmdb_mailbox *mbox)
+{
+	struct mail_index_view *view;
+	struct ldb_mailbox_rec rec;
+	struct ldb_env *env;
+	struct ldb_txn *txn;
+	uint32_t index_next_uid;
+	int ret;
+
+	if (guid_128_is_empty(mbox->mailbox_guid) ||
+	    lmdb_storage_get_env(mbox->storage, &env) < 0)
+		return FALSE;
+	(void)mail_index_refresh(mbox->box.index);
+	view = mail_index_view_open(mbox->box.index);
+	index_next_uid = mail_index_get_header(view)->next_uid;
+	mail_index_view_close(&view);
+
+	if (ldb_txn_begin(env, FALSE, &txn) < 0)
+		return TRUE; /* let the full sync report it */
+	ret = ldb_mailbox_get(txn, mbox->mailbox_guid, &rec);
+	ldb_txn_abort(&txn);
+	return ret != 0 && (ret < 0 || rec.next_uid > index_next_uid);
+}
+
 int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 		    struct lmdb_sync_context **ctx_r)
 {
@@ -355,7 +418,8 @@ int lmdb_sync_begin(struct lmdb_mailbox *mbox, enum lmdb_sync_flags flags,
 
 	sync_flags = index_storage_get_sync_flags(&mbox->box);
 	if (!rebuild && (flags & LMDB_SYNC_FLAG_FORCE) == 0 &&
-	    array_count(&mbox->lost_uids) == 0)
+	    array_count(&mbox->lost_uids) == 0 &&
+	    !lmdb_sync_lmdb_is_ahead(mbox))
 		sync_flags |= MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES;
 	if ((flags & LMDB_SYNC_FLAG_FSYNC) != 0)
 		sync_flags |= MAIL_INDEX_SYNC_FLAG_FSYNC;
@@ -517,6 +581,30 @@ static unsigned int lmdb_rebuild_uidvalidity(struct mailbox_list *list)
 	return lmdb_get_uidvalidity_next(list);
 }
 
+static void lmdb_sync_rebuild_keywords(struct mailbox *box,
+				       struct ldb_txn *txn)
+{
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(box);
+	ARRAY_TYPE(const_string) names;
+	struct mail_keywords *kw;
+	const uint8_t *data;
+	const char *name;
+	size_t size, pos = 0, len;
+	unsigned int count;
+
+	if (ldb_mailbox_keywords_get(txn, mbox->mailbox_guid, &data, &size,
+				     &count) <= 0)
+		return;
+	t_array_init(&names, count + 1);
+	while (ldb_keyword_list_next(data, size, &pos, &name, &len) > 0) {
+		const char *kwname = t_strndup(name, len);
+		array_push_back(&names, &kwname);
+	}
+	array_append_zero(&names);
+	kw = mail_index_keywords_create(box->index, array_front(&names));
+	mail_index_keywords_unref(&kw);
+}
+
 static int lmdb_sync_rebuild_records(struct index_rebuild_context *ctx,
 				     struct ldb_mailbox_rec *mrec_r,
 				     uint32_t *last_uid_r)
@@ -549,9 +637,17 @@ static int lmdb_sync_rebuild_records(struct index_rebuild_context *ctx,
 			&mrec_r->uid_validity, sizeof(mrec_r->uid_validity),
 			TRUE);
 	}
+	/* register the keywords in their old order first, so that the
+	   rebuilt index lists them in the same order */
+	T_BEGIN {
+		lmdb_sync_rebuild_keywords(ctx->box, txn);
+	} T_END;
 	iter = ldb_msg_iter_init(txn, mbox->mailbox_guid, 1);
 	while ((ret = ldb_msg_iter_next(iter, &uid, &rec)) > 0) T_BEGIN {
 		lmdb_msg_from_rec(&rec, uid, pool_datastack_create(), &msg);
+		/* unknown modseq: the mailbox's is an upper bound of it */
+		if (msg.modseq == 0)
+			msg.modseq = mrec_r->highest_modseq;
 		seq = lmdb_sync_append_msg(ctx->box, ctx->trans, &msg);
 		/* cache and vsize from the old index, when the UID matches;
 		   flags and keywords then come from LMDB, the truth */
@@ -577,7 +673,7 @@ int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox, bool force)
 	struct mail_index_transaction *trans;
 	struct lmdb_index_header hdr;
 	struct ldb_mailbox_rec mrec;
-	uint32_t last_uid, next_uid, old_next_uid;
+	uint32_t last_uid, next_uid, old_next_uid, first_recent_uid;
 	bool need_resize;
 	int ret;
 
@@ -615,6 +711,13 @@ int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox, bool force)
 		mail_index_update_header(trans,
 			offsetof(struct mail_index_header, next_uid),
 			&next_uid, sizeof(next_uid), FALSE);
+		/* a rebuild doesn't make old mail \Recent again */
+		first_recent_uid = mrec.first_recent_uid != 0 &&
+			mrec.first_recent_uid <= next_uid ?
+			mrec.first_recent_uid : next_uid;
+		mail_index_update_header(trans,
+			offsetof(struct mail_index_header, first_recent_uid),
+			&first_recent_uid, sizeof(first_recent_uid), FALSE);
 		if (mrec.highest_modseq != 0) {
 			mail_index_modseq_enable(mbox->box.index);
 			mail_index_update_highest_modseq(trans,
