@@ -36,7 +36,7 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 
 .PHONY: all test unit-test integration-test install clean demo demo-stop deps
 
-all: $(LMDB_PLUGIN) $(IMAP_LMDB_PLUGIN)
+all: $(LMDB_PLUGIN) $(if $(IMAP_LMDB_SRCS),$(IMAP_LMDB_PLUGIN))
 
 $(BUILD):
 	mkdir -p $(BUILD)
