@@ -101,10 +101,11 @@
 enum ldb_error {
 	LDB_ERR_INTERNAL = -1,	/* see ldb_env_last_error() */
 	LDB_ERR_MAP_FULL = -2,	/* map is at max_map_size */
-	LDB_ERR_NOSPACE = -3,	/* disk full or quota */
+	LDB_ERR_NOSPACE = -3,	/* disk full (ENOSPC, or a short write) */
 	LDB_ERR_CORRUPT = -4,	/* a record failed to decode */
 	LDB_ERR_NOMEM = -5,	/* mmap failed: address space (vsz_limit) */
 	LDB_ERR_VERSION = -6,	/* database written by a newer schema */
+	LDB_ERR_QUOTA = -7,	/* filesystem quota (EDQUOT) */
 };
 
 struct ldb_settings {

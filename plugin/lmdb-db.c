@@ -162,8 +162,9 @@ static int ldb_map_error(struct ldb_env *env, int rc, const char *func)
 	case MDB_MAP_FULL:
 		return LDB_ERR_MAP_FULL;
 	case ENOSPC:
-	case EDQUOT:
 		return LDB_ERR_NOSPACE;
+	case EDQUOT:
+		return LDB_ERR_QUOTA;
 	case ENOMEM:
 		return LDB_ERR_NOMEM;
 	case MDB_CORRUPTED:
@@ -653,13 +654,14 @@ int ldb_write(struct ldb_env *env, ldb_write_fn_t *fn, void *context)
 		} else {
 			if ((ret = ldb_txn_commit(&txn)) == 0)
 				return 0;
-			if (ret == LDB_ERR_NOSPACE && !touched) {
+			if ((ret == LDB_ERR_NOSPACE ||
+			     ret == LDB_ERR_QUOTA) && !touched) {
 				/* disk full: pages an expunge just freed
 				   are reusable only from the transaction
 				   after next; advance once and retry */
 				touched = true;
 				if (ldb_env_touch(env) < 0)
-					return LDB_ERR_NOSPACE;
+					return ret;
 				continue;
 			}
 			if (ret != LDB_ERR_MAP_FULL)

@@ -99,6 +99,21 @@ static void lmdb_storage_destroy(struct mail_storage *_storage)
 	index_storage_destroy(_storage);
 }
 
+/* A full filesystem is temporary and not the user's doing: LMTP answers
+   451 and the MTA retries, instead of bouncing as for a quota (552), and
+   IMAP says [UNAVAILABLE].  Stock maildir tempfails ENOSPC too.  A
+   filesystem quota (EDQUOT) is the user's quota, as Dovecot treats it. */
+static void lmdb_storage_set_space_error(struct mail_storage *storage, int ret)
+{
+	if (ret == LDB_ERR_QUOTA) {
+		mail_storage_set_error(storage, MAIL_ERROR_NOQUOTA,
+				       MAIL_ERRSTR_NO_QUOTA);
+	} else {
+		mail_storage_set_error(storage, MAIL_ERROR_UNAVAILABLE,
+				       "Not enough disk space");
+	}
+}
+
 int lmdb_storage_get_env(struct lmdb_storage *storage, struct ldb_env **env_r)
 {
 	struct mail_storage *_storage = &storage->storage;
@@ -121,9 +136,8 @@ int lmdb_storage_get_env(struct lmdb_storage *storage, struct ldb_env **env_r)
 	ret = ldb_env_open(storage->env_path, &storage->ldb_set,
 			   &storage->env, &error);
 	if (ret < 0) {
-		if (ret == LDB_ERR_NOSPACE) {
-			mail_storage_set_error(_storage, MAIL_ERROR_NOQUOTA,
-					       MAIL_ERRSTR_NO_QUOTA);
+		if (ret == LDB_ERR_NOSPACE || ret == LDB_ERR_QUOTA) {
+			lmdb_storage_set_space_error(_storage, ret);
 		} else {
 			mail_storage_set_critical(_storage, "lmdb: %s", error);
 		}
@@ -149,9 +163,9 @@ void lmdb_mailbox_set_ldb_error(struct mailbox *box, int ret,
 			"Mailbox database is full (lmdb_max_size)");
 		break;
 	case LDB_ERR_NOSPACE:
+	case LDB_ERR_QUOTA:
 		e_error(box->event, "lmdb: %s: %s", func, error);
-		mail_storage_set_error(box->storage, MAIL_ERROR_NOQUOTA,
-				       MAIL_ERRSTR_NO_QUOTA);
+		lmdb_storage_set_space_error(box->storage, ret);
 		break;
 	default:
 		mailbox_set_critical(box, "lmdb: %s: %s", func, error);
