@@ -106,6 +106,7 @@ enum ldb_error {
 	LDB_ERR_NOMEM = -5,	/* mmap failed: address space (vsz_limit) */
 	LDB_ERR_VERSION = -6,	/* database written by a newer schema */
 	LDB_ERR_QUOTA = -7,	/* filesystem quota (EDQUOT) */
+	LDB_ERR_LOCKED = -8,	/* compact.lock busy: try again later */
 };
 
 struct ldb_settings {
@@ -117,6 +118,9 @@ struct ldb_settings {
 	bool allow_network_fs;
 	/* permissions of created files */
 	unsigned int file_mode;
+	/* how long ldb_env_open() waits for a running compaction
+	   (compact.lock) before failing with LDB_ERR_LOCKED */
+	unsigned int lock_timeout_msecs;
 };
 
 struct ldb_env;
@@ -346,5 +350,96 @@ int ldb_cursor_del(struct ldb_cursor *cursor);
 void ldb_cursor_close(struct ldb_cursor **cursor);
 
 int ldb_meta_put_u32(struct ldb_txn *txn, const char *name, uint32_t value);
+
+/* ---- maintenance: statistics, whole-database scans, compaction ----
+   Used by the doveadm commands (doveadm lmdb stats/check/compact/backup).
+
+   COMPACT LOCK
+   Every ldb_env_open() takes a shared flock() on <env>/compact.lock and
+   keeps it until the environment is closed in that process.  Compaction
+   takes it exclusively, so it runs only while no process has the
+   environment open, and processes that open it meanwhile wait (up to
+   ldb_settings.lock_timeout_msecs) and then map the new file. */
+
+#define LDB_COMPACT_LOCK_NAME "compact.lock"
+#define LDB_DEFAULT_LOCK_TIMEOUT_MSECS 30000
+
+/* names of the core databases, for ldb_dbi_open() and the cursor API */
+#define LDB_DB_META "meta"
+#define LDB_DB_MAILBOX "mailbox"
+#define LDB_DB_MSG "msg"
+#define LDB_DB_BODY "body"
+#define LDB_DB_CHUNK "chunk"
+
+struct ldb_env_stat {
+	unsigned int page_size;
+	/* pages in the file up to the high-water mark (last used + 1) */
+	uint64_t pages_total;
+	/* pages on the free list: reusable, returned to the filesystem
+	   only by a compaction */
+	uint64_t pages_free;
+	size_t map_size;
+	/* reader slots held by other processes (each process with the
+	   environment open holds one while it reads), and the limit */
+	unsigned int readers, max_readers;
+	/* other processes that have the environment open (they hold
+	   compact.lock shared; from /proc/locks) */
+	unsigned int processes;
+	/* the last committed transaction */
+	uint64_t txn_id;
+	uint32_t schema_version;
+	uint64_t entries_mailbox, entries_msg, entries_body, entries_chunk;
+};
+
+/* Fill st_r (one short read transaction).  0 = ok, < 0 error. */
+int ldb_env_get_stat(struct ldb_env *env, struct ldb_env_stat *st_r);
+
+/* Called after the map of env was resized: grown because it was full
+   (adopted = false), or adopted from another process that grew it.  Lets
+   the caller log it; the layer itself never logs. */
+typedef void ldb_map_grow_callback_t(void *context, const char *path,
+				     size_t old_size, size_t new_size,
+				     bool adopted);
+/* Set (or with callback NULL, clear) the callback of env.  Clearing with a
+   context other than the current one does nothing, so that each user of a
+   shared environment removes only its own callback. */
+void ldb_env_set_map_grow_callback(struct ldb_env *env,
+				   ldb_map_grow_callback_t *callback,
+				   void *context);
+
+/* Decoders for scanning the core databases with the cursor API.
+   0 = ok, -1 = malformed. */
+int ldb_msg_key_parse(const void *key, size_t size,
+		      uint8_t guid_r[LDB_GUID_SIZE], uint32_t *uid_r);
+int ldb_chunk_key_parse(const void *key, size_t size,
+			uint8_t hash_r[LDB_HASH_SIZE], uint32_t *idx_r);
+int ldb_body_info_decode(const void *data, size_t size,
+			 struct ldb_body_info *info_r);
+
+/* Set a body's reference count (doveadm lmdb check --repair).  0 deletes
+   the body and its chunks.  1 = done, 0 = no such body. */
+int ldb_body_set_refcount(struct ldb_txn *txn,
+			  const uint8_t hash[LDB_HASH_SIZE],
+			  uint64_t refcount);
+
+/* A consistent copy of the open environment into the existing, empty
+   directory dest_dir (dest_dir/data.mdb), taken in one read transaction
+   while other processes keep reading and writing.  compact leaves the
+   free pages out.  The copy is fsynced.  0 = ok, < 0 error. */
+int ldb_env_copy(struct ldb_env *env, const char *dest_dir, bool compact);
+
+struct ldb_compact_result {
+	long long size_before, size_after;
+};
+
+/* Compact the environment in directory path in place: wait up to
+   wait_msecs for the exclusive compact lock, copy the environment with
+   free pages left out into <path>/compact.tmp/, fsync it, and rename it
+   over data.mdb.  LDB_ERR_LOCKED if a process (this one included) has the
+   environment open; *error_r then says so.  0 = compacted. */
+int ldb_env_compact(const char *path, const struct ldb_settings *set,
+		    unsigned int wait_msecs,
+		    struct ldb_compact_result *result_r,
+		    const char **error_r);
 
 #endif

@@ -15,12 +15,17 @@
 #include <openssl/evp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/file.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/vfs.h>
 #include <sys/statvfs.h>
 #include <sys/resource.h>
@@ -51,6 +56,10 @@ struct ldb_env {
 	MDB_dbi dbi_meta, dbi_mailbox, dbi_msg, dbi_body, dbi_chunk;
 	struct ldb_settings set;
 	size_t map_size;
+	/* <path>/compact.lock, flock()ed shared while the env is open */
+	int lock_fd;
+	ldb_map_grow_callback_t *grow_callback;
+	void *grow_context;
 	char error[512];
 };
 
@@ -128,6 +137,7 @@ void ldb_settings_default(struct ldb_settings *set_r)
 	set_r->initial_map_size = LDB_DEFAULT_INITIAL_MAP;
 	set_r->max_map_size = LDB_DEFAULT_MAX_MAP;
 	set_r->file_mode = 0600;
+	set_r->lock_timeout_msecs = LDB_DEFAULT_LOCK_TIMEOUT_MSECS;
 }
 
 /* LMDB reports a short write(), which is how a filling disk shows up while
@@ -214,6 +224,22 @@ static int ldb_env_set_map(struct ldb_env *env, size_t size)
 
 static size_t ldb_address_space_avail(void);
 
+/* ldb_env_set_map() for a map that grows while in use: tells the
+   callback, so that the storage can log it */
+static int ldb_env_resize(struct ldb_env *env, size_t size, bool adopted)
+{
+	size_t old_size = env->map_size;
+	int ret;
+
+	if ((ret = ldb_env_set_map(env, size)) < 0)
+		return ret;
+	if (env->grow_callback != NULL && size != old_size) {
+		env->grow_callback(env->grow_context, env->path, old_size,
+				   size, adopted);
+	}
+	return 0;
+}
+
 /* Another process grew the database beyond our map.  LMDB's own answer
    (mdb_env_set_mapsize(env, 0)) maps the other process's size, and a
    failed remap leaves the environment without any map, so pick a size
@@ -247,7 +273,7 @@ static int ldb_env_adopt_map(struct ldb_env *env)
 			return LDB_ERR_NOMEM;
 		}
 	}
-	return ldb_env_set_map(env, size);
+	return ldb_env_resize(env, size, true);
 }
 
 /* Address space this process may still map, keeping a margin for the
@@ -306,7 +332,7 @@ static int ldb_env_grow(struct ldb_env *env)
 			return LDB_ERR_MAP_FULL;
 		}
 	}
-	return ldb_env_set_map(env, new_size);
+	return ldb_env_resize(env, new_size, false);
 }
 
 static int ldb_env_init_dbs(struct ldb_env *env)
@@ -386,10 +412,81 @@ static int ldb_env_init_dbs(struct ldb_env *env)
 	}
 }
 
+/* flock(fd, op) without blocking the process for longer than
+   timeout_msecs.  0 = locked, LDB_ERR_LOCKED = timed out, -1 = error
+   (errno set). */
+static int ldb_flock_wait(int fd, int op, unsigned int timeout_msecs)
+{
+	struct timespec start, now;
+	useconds_t delay = 1000;
+	long long elapsed;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		if (flock(fd, op | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return -1;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		elapsed = (now.tv_sec - start.tv_sec) * 1000LL +
+			(now.tv_nsec - start.tv_nsec) / 1000000;
+		if (elapsed >= timeout_msecs)
+			return LDB_ERR_LOCKED;
+		usleep(delay);
+		if (delay < 100000)
+			delay *= 2;
+	}
+}
+
+static int ldb_lock_file_open(const char *dir, unsigned int mode)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/"LDB_COMPACT_LOCK_NAME, dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+	if (fd == -1 && errno == EACCES)
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd;
+}
+
+/* Keep <path>/compact.lock shared-locked for as long as the environment is
+   open, so that a compaction never replaces the file under our map. */
+static int ldb_env_lock_shared(struct ldb_env *env)
+{
+	int ret;
+
+	env->lock_fd = ldb_lock_file_open(env->path, env->set.file_mode);
+	if (env->lock_fd == -1) {
+		ldb_set_error(env, "open(%s/"LDB_COMPACT_LOCK_NAME") failed: %s",
+			      env->path, strerror(errno));
+		return LDB_ERR_INTERNAL;
+	}
+	ret = ldb_flock_wait(env->lock_fd, LOCK_SH,
+			     env->set.lock_timeout_msecs);
+	if (ret == LDB_ERR_LOCKED) {
+		ldb_set_error(env, "LMDB environment %s is being compacted "
+			      "(%s held for over %u ms): try again later",
+			      env->path, LDB_COMPACT_LOCK_NAME,
+			      env->set.lock_timeout_msecs);
+		return LDB_ERR_LOCKED;
+	}
+	if (ret < 0) {
+		ldb_set_error(env, "flock(%s/"LDB_COMPACT_LOCK_NAME") failed: "
+			      "%s", env->path, strerror(errno));
+		return LDB_ERR_INTERNAL;
+	}
+	return 0;
+}
+
 static void ldb_env_free(struct ldb_env *env)
 {
 	if (env->env != NULL)
 		mdb_env_close(env->env);
+	/* closing the fd releases the shared compact lock: only after the
+	   map is gone */
+	if (env->lock_fd != -1)
+		close(env->lock_fd);
 	free(env->path);
 	free(env);
 }
@@ -441,6 +538,7 @@ int ldb_env_open(const char *path, const struct ldb_settings *set,
 		return LDB_ERR_NOMEM;
 	}
 	env->refcount = 1;
+	env->lock_fd = -1;
 	env->dev = st.st_dev;
 	env->ino = st.st_ino;
 	env->set = *set;
@@ -455,6 +553,9 @@ int ldb_env_open(const char *path, const struct ldb_settings *set,
 	mdb_env_set_maxdbs(env->env, LDB_MAX_DBS);
 	mdb_env_set_maxreaders(env->env, 510);
 	if ((ret = ldb_env_set_map(env, set->initial_map_size)) < 0)
+		goto fail;
+	/* before the map: a compaction may be replacing data.mdb */
+	if ((ret = ldb_env_lock_shared(env)) < 0)
 		goto fail;
 	/* NOTLS: read transactions are not tied to a thread, and Dovecot's
 	   processes are single-threaded anyway.  NORDAHEAD: bodies are read
@@ -1614,4 +1715,363 @@ int ldb_meta_put_u32(struct ldb_txn *txn, const char *name, uint32_t value)
 	put_be32(buf, value);
 	return ldb_put(txn, txn->env->dbi_meta, name, strlen(name),
 		       buf, sizeof(buf));
+}
+
+/* ---- maintenance: statistics, scans, copies, compaction ---- */
+
+void ldb_env_set_map_grow_callback(struct ldb_env *env,
+				   ldb_map_grow_callback_t *callback,
+				   void *context)
+{
+	if (callback == NULL && env->grow_context != context)
+		return;
+	env->grow_callback = callback;
+	env->grow_context = callback == NULL ? NULL : context;
+}
+
+/* Pages on the free list: each FREE_DBI value is an ID list whose first
+   word is its length (what `mdb_stat -f` adds up). */
+static int ldb_count_free_pages(struct ldb_txn *txn, uint64_t *count_r)
+{
+	MDB_cursor *cursor;
+	MDB_cursor_op op = MDB_FIRST;
+	MDB_val k, v;
+	size_t n;
+	int rc;
+
+	*count_r = 0;
+	if ((rc = mdb_cursor_open(txn->txn, 0, &cursor)) != 0)
+		return ldb_txn_error(txn, rc, "mdb_cursor_open");
+	while ((rc = mdb_cursor_get(cursor, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (v.mv_size >= sizeof(size_t)) {
+			memcpy(&n, v.mv_data, sizeof(n));
+			*count_r += n;
+		}
+	}
+	mdb_cursor_close(cursor);
+	if (rc != MDB_NOTFOUND)
+		return ldb_txn_error(txn, rc, "mdb_cursor_get");
+	return 0;
+}
+
+static int ldb_dbi_entries(struct ldb_txn *txn, MDB_dbi dbi,
+			   uint64_t *count_r)
+{
+	MDB_stat st;
+	int rc;
+
+	if ((rc = mdb_stat(txn->txn, dbi, &st)) != 0)
+		return ldb_txn_error(txn, rc, "mdb_stat");
+	*count_r = st.ms_entries;
+	return 0;
+}
+
+/* mdb_reader_list() callback: one line per reader slot in use ("pid
+   thread txnid"), after a header line.  Count other processes' slots. */
+static int ldb_reader_count_line(const char *msg, void *context)
+{
+	unsigned int *count = context;
+	char *end;
+	long pid = strtol(msg, &end, 10);
+
+	if (end != msg && pid > 0 && pid != (long)getpid())
+		(*count)++;
+	return 0;
+}
+
+/* Processes other than this one that hold <path>/compact.lock, i.e. have
+   the environment open, from /proc/locks (Linux). */
+static unsigned int ldb_env_count_openers(const char *path)
+{
+	char lock_path[4096], line[256], dev_ino[64];
+	unsigned int count = 0;
+	struct stat st;
+	long pid;
+	FILE *f;
+
+	snprintf(lock_path, sizeof(lock_path), "%s/"LDB_COMPACT_LOCK_NAME,
+		 path);
+	if (stat(lock_path, &st) < 0 || (f = fopen("/proc/locks", "r")) == NULL)
+		return 0;
+	snprintf(dev_ino, sizeof(dev_ino), "%02x:%02x:%llu",
+		 major(st.st_dev), minor(st.st_dev),
+		 (unsigned long long)st.st_ino);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char type[16], field[64];
+
+		if (sscanf(line, "%*s %15s %*s %*s %ld %63s", type, &pid,
+			   field) == 3 && strcmp(type, "FLOCK") == 0 &&
+		    strcmp(field, dev_ino) == 0 && pid != (long)getpid())
+			count++;
+	}
+	fclose(f);
+	return count;
+}
+
+int ldb_env_get_stat(struct ldb_env *env, struct ldb_env_stat *st_r)
+{
+	struct ldb_txn *txn;
+	MDB_envinfo info;
+	MDB_stat st;
+	uint32_t version = 0;
+	int ret, rc;
+
+	memset(st_r, 0, sizeof(*st_r));
+	if ((ret = ldb_txn_begin(env, false, &txn)) < 0)
+		return ret;
+	if ((rc = mdb_env_info(env->env, &info)) != 0 ||
+	    (rc = mdb_env_stat(env->env, &st)) != 0) {
+		ldb_txn_abort(&txn);
+		return ldb_map_error(env, rc, "mdb_env_info");
+	}
+	st_r->page_size = st.ms_psize;
+	st_r->pages_total = (uint64_t)info.me_last_pgno + 1;
+	st_r->map_size = info.me_mapsize;
+	(void)mdb_reader_list(env->env, ldb_reader_count_line, &st_r->readers);
+	st_r->processes = ldb_env_count_openers(env->path);
+	st_r->max_readers = info.me_maxreaders;
+	st_r->txn_id = info.me_last_txnid;
+	if ((ret = ldb_meta_get_u32(txn, "schema_version", &version)) < 0 ||
+	    (ret = ldb_count_free_pages(txn, &st_r->pages_free)) < 0 ||
+	    (ret = ldb_dbi_entries(txn, env->dbi_mailbox,
+				   &st_r->entries_mailbox)) < 0 ||
+	    (ret = ldb_dbi_entries(txn, env->dbi_msg,
+				   &st_r->entries_msg)) < 0 ||
+	    (ret = ldb_dbi_entries(txn, env->dbi_body,
+				   &st_r->entries_body)) < 0 ||
+	    (ret = ldb_dbi_entries(txn, env->dbi_chunk,
+				   &st_r->entries_chunk)) < 0) {
+		ldb_txn_abort(&txn);
+		return ret;
+	}
+	st_r->schema_version = version;
+	ldb_txn_abort(&txn);
+	return 0;
+}
+
+int ldb_msg_key_parse(const void *key, size_t size,
+		      uint8_t guid_r[LDB_GUID_SIZE], uint32_t *uid_r)
+{
+	if (size != LDB_MSG_KEY_SIZE)
+		return -1;
+	memcpy(guid_r, key, LDB_GUID_SIZE);
+	*uid_r = get_be32((const uint8_t *)key + LDB_GUID_SIZE);
+	return 0;
+}
+
+int ldb_chunk_key_parse(const void *key, size_t size,
+			uint8_t hash_r[LDB_HASH_SIZE], uint32_t *idx_r)
+{
+	if (size != LDB_CHUNK_KEY_SIZE)
+		return -1;
+	memcpy(hash_r, key, LDB_HASH_SIZE);
+	*idx_r = get_be32((const uint8_t *)key + LDB_HASH_SIZE);
+	return 0;
+}
+
+int ldb_body_info_decode(const void *data, size_t size,
+			 struct ldb_body_info *info_r)
+{
+	const uint8_t *p = data;
+
+	if (size != LDB_BODY_REC_SIZE)
+		return -1;
+	info_r->refcount = get_be64(p);
+	info_r->size = get_be64(p + 8);
+	info_r->chunk_size = get_be32(p + 16);
+	info_r->chunk_count = get_be32(p + 20);
+	return 0;
+}
+
+int ldb_body_set_refcount(struct ldb_txn *txn,
+			  const uint8_t hash[LDB_HASH_SIZE],
+			  uint64_t refcount)
+{
+	struct ldb_body_info info;
+	int ret;
+
+	if ((ret = ldb_body_get_info(txn, hash, &info)) <= 0)
+		return ret;
+	if (refcount == 0) {
+		if ((ret = ldb_body_delete(txn, hash, info.chunk_count)) < 0)
+			return ret;
+		return 1;
+	}
+	info.refcount = refcount;
+	if ((ret = ldb_body_put_info(txn, hash, &info)) < 0)
+		return ret;
+	return 1;
+}
+
+/* mdb_env_copy2() leaves the copy unsynced: make it durable, with the
+   permissions of the original. */
+static int ldb_copy_sync(struct ldb_env *env, const char *dest_dir)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/data.mdb", dest_dir);
+	if (chmod(path, env->set.file_mode) < 0 ||
+	    (fd = open(path, O_RDONLY)) == -1) {
+		ldb_set_error(env, "open(%s) failed: %s", path,
+			      strerror(errno));
+		return LDB_ERR_INTERNAL;
+	}
+	if (fsync(fd) < 0) {
+		ldb_set_error(env, "fsync(%s) failed: %s", path,
+			      strerror(errno));
+		close(fd);
+		return errno == ENOSPC ? LDB_ERR_NOSPACE : LDB_ERR_INTERNAL;
+	}
+	close(fd);
+	if ((fd = open(dest_dir, O_RDONLY | O_DIRECTORY)) != -1) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
+int ldb_env_copy(struct ldb_env *env, const char *dest_dir, bool compact)
+{
+	int rc;
+
+	rc = mdb_env_copy2(env->env, dest_dir, compact ? MDB_CP_COMPACT : 0);
+	if (rc != 0)
+		return ldb_map_error(env, rc, "mdb_env_copy2");
+	return ldb_copy_sync(env, dest_dir);
+}
+
+static bool ldb_env_is_open_here(const char *path)
+{
+	struct ldb_env *env;
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return false;
+	for (env = ldb_envs; env != NULL; env = env->next) {
+		if (env->dev == st.st_dev && env->ino == st.st_ino)
+			return true;
+	}
+	return false;
+}
+
+static void ldb_rmdir_tmp(const char *tmp_dir)
+{
+	char path[4096 + 16];
+
+	snprintf(path, sizeof(path), "%s/data.mdb", tmp_dir);
+	(void)unlink(path);
+	snprintf(path, sizeof(path), "%s/lock.mdb", tmp_dir);
+	(void)unlink(path);
+	(void)rmdir(tmp_dir);
+}
+
+/* The copy and the rename, under the exclusive compact lock.  env is a
+   private handle that bypasses the process table (whose openers would
+   want the shared lock we are holding exclusively). */
+static int ldb_env_compact_locked(struct ldb_env *env,
+				  struct ldb_compact_result *result_r)
+{
+	char data_path[4096], tmp_dir[4096], tmp_path[4096];
+	struct stat st;
+	int rc, ret, fd;
+
+	snprintf(data_path, sizeof(data_path), "%s/data.mdb", env->path);
+	snprintf(tmp_dir, sizeof(tmp_dir), "%s/compact.tmp", env->path);
+	snprintf(tmp_path, sizeof(tmp_path), "%s/compact.tmp/data.mdb",
+		 env->path);
+	if (stat(data_path, &st) < 0) {
+		ldb_set_error(env, "stat(%s) failed: %s", data_path,
+			      strerror(errno));
+		return LDB_ERR_INTERNAL;
+	}
+	result_r->size_before = st.st_size;
+	env->set.file_mode = st.st_mode & 0777;
+
+	if ((rc = mdb_env_create(&env->env)) != 0) {
+		env->env = NULL;
+		return ldb_map_error(env, rc, "mdb_env_create");
+	}
+	mdb_env_set_maxdbs(env->env, LDB_MAX_DBS);
+	/* the map must cover the file; mdb_env_open() raises it to the
+	   size recorded in the file if that is larger */
+	if ((rc = mdb_env_set_mapsize(env->env, (size_t)st.st_size)) != 0 ||
+	    (rc = mdb_env_open(env->env, env->path, MDB_NOTLS | MDB_RDONLY,
+			       env->set.file_mode)) != 0)
+		return ldb_map_error(env, rc, "mdb_env_open");
+
+	/* a compact.tmp left by an interrupted run is garbage */
+	ldb_rmdir_tmp(tmp_dir);
+	if (mkdir(tmp_dir, 0700) < 0) {
+		ldb_set_error(env, "mkdir(%s) failed: %s", tmp_dir,
+			      strerror(errno));
+		return LDB_ERR_INTERNAL;
+	}
+	if ((ret = ldb_env_copy(env, tmp_dir, true)) < 0) {
+		ldb_rmdir_tmp(tmp_dir);
+		return ret;
+	}
+	mdb_env_close(env->env);
+	env->env = NULL;
+	if (stat(tmp_path, &st) == 0)
+		result_r->size_after = st.st_size;
+	if (rename(tmp_path, data_path) < 0) {
+		ldb_set_error(env, "rename(%s, %s) failed: %s", tmp_path,
+			      data_path, strerror(errno));
+		ldb_rmdir_tmp(tmp_dir);
+		return LDB_ERR_INTERNAL;
+	}
+	ldb_rmdir_tmp(tmp_dir);
+	if ((fd = open(env->path, O_RDONLY | O_DIRECTORY)) != -1) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
+int ldb_env_compact(const char *path, const struct ldb_settings *set,
+		    unsigned int wait_msecs,
+		    struct ldb_compact_result *result_r,
+		    const char **error_r)
+{
+	static char errbuf[600];
+	struct ldb_env env;
+	int ret;
+
+	memset(result_r, 0, sizeof(*result_r));
+	memset(&env, 0, sizeof(env));
+	env.path = (char *)path;
+	env.set = *set;
+	env.lock_fd = -1;
+	*error_r = errbuf;
+	if (ldb_env_is_open_here(path)) {
+		snprintf(errbuf, sizeof(errbuf), "LMDB environment %s is open "
+			 "in this process", path);
+		return LDB_ERR_LOCKED;
+	}
+	env.lock_fd = ldb_lock_file_open(path, set->file_mode);
+	if (env.lock_fd == -1) {
+		snprintf(errbuf, sizeof(errbuf), "open(%s/%s) failed: %s",
+			 path, LDB_COMPACT_LOCK_NAME, strerror(errno));
+		return LDB_ERR_INTERNAL;
+	}
+	ret = ldb_flock_wait(env.lock_fd, LOCK_EX, wait_msecs);
+	if (ret == LDB_ERR_LOCKED) {
+		snprintf(errbuf, sizeof(errbuf), "LMDB environment %s is in "
+			 "use by another process (waited %u ms for %s)",
+			 path, wait_msecs, LDB_COMPACT_LOCK_NAME);
+	} else if (ret < 0) {
+		snprintf(errbuf, sizeof(errbuf), "flock(%s/%s) failed: %s",
+			 path, LDB_COMPACT_LOCK_NAME, strerror(errno));
+		ret = LDB_ERR_INTERNAL;
+	} else {
+		ret = ldb_env_compact_locked(&env, result_r);
+		if (env.env != NULL)
+			mdb_env_close(env.env);
+		if (ret < 0)
+			snprintf(errbuf, sizeof(errbuf), "%s", env.error);
+	}
+	close(env.lock_fd);
+	return ret;
 }
