@@ -479,6 +479,9 @@ struct lmdb_save_write_ctx {
 	uint64_t modseq_bound;
 	unsigned char *chunk_buf;
 	const char *error;
+	/* for the lmdb_save_batch event; reset when the write is retried */
+	unsigned int new_bodies;
+	uint64_t new_bytes, total_bytes;
 };
 
 static int lmdb_save_write_body(struct ldb_txn *txn,
@@ -492,6 +495,7 @@ static int lmdb_save_write_body(struct ldb_txn *txn,
 	uoff_t body_size;
 	int ret;
 
+	wctx->total_bytes += mail->physical_size;
 	if ((ret = ldb_body_ref(txn, mail->hash)) != 0)
 		return ret < 0 ? ret : 0;
 	if (mail->input == NULL) {
@@ -535,6 +539,8 @@ static int lmdb_save_write_body(struct ldb_txn *txn,
 		wctx->error = "saved message changed size";
 		return LDB_ERR_INTERNAL;
 	}
+	wctx->new_bodies++;
+	wctx->new_bytes += total;
 	return 0;
 }
 
@@ -547,6 +553,8 @@ static int lmdb_save_write_fn(struct ldb_txn *txn, void *context)
 	struct ldb_msg_rec rec;
 	int ret;
 
+	wctx->new_bodies = 0;
+	wctx->new_bytes = wctx->total_bytes = 0;
 	if ((ret = ldb_mailbox_get(txn, ctx->mbox->mailbox_guid, &mrec)) < 0)
 		return ret;
 	if (ret == 0) {
@@ -588,11 +596,27 @@ static int lmdb_save_write_fn(struct ldb_txn *txn, void *context)
 	return lmdb_mirror_keyword_list(txn, ctx->mbox);
 }
 
+static void lmdb_save_batch_event(struct event *event,
+				  const struct lmdb_save_write_ctx *wctx,
+				  unsigned int count)
+{
+	event_add_int(event, "messages", count);
+	event_add_int(event, "bytes", wctx->total_bytes);
+	event_add_int(event, "new_bodies", wctx->new_bodies);
+	event_add_int(event, "new_bytes", wctx->new_bytes);
+	event_add_int(event, "dedup_bodies", count - wctx->new_bodies);
+	e_debug(event, "lmdb: Committed %u messages (%"PRIu64" bytes; %u new "
+		"bodies, %"PRIu64" bytes written) in %lld ms", count,
+		wctx->total_bytes, wctx->new_bodies, wctx->new_bytes,
+		lmdb_event_msecs(event));
+}
+
 static int lmdb_save_write(struct lmdb_save_context *ctx,
 			   const struct mail_index_header *hdr)
 {
 	struct lmdb_save_write_ctx wctx;
 	struct ldb_env *env;
+	struct event *event;
 	int ret;
 
 	if (lmdb_storage_get_env(ctx->mbox->storage, &env) < 0)
@@ -604,6 +628,8 @@ static int lmdb_save_write(struct lmdb_save_context *ctx,
 		mail_index_modseq_get_highest(ctx->sync_ctx->sync_view) +
 		3 * (uint64_t)array_count(&ctx->mails) + 3;
 	wctx.chunk_buf = i_malloc(LDB_CHUNK_SIZE);
+	event = event_create(ctx->mbox->box.event);
+	event_set_name(event, "lmdb_save_batch");
 	T_BEGIN {
 		ret = ldb_write(env, lmdb_save_write_fn, &wctx);
 		if (ret < 0 && wctx.error != NULL) {
@@ -615,6 +641,9 @@ static int lmdb_save_write(struct lmdb_save_context *ctx,
 		}
 	} T_END;
 	i_free(wctx.chunk_buf);
+	if (ret == 0)
+		lmdb_save_batch_event(event, &wctx, array_count(&ctx->mails));
+	event_unref(&event);
 	return ret < 0 ? -1 : 0;
 }
 

@@ -13,6 +13,7 @@
 #include "mail-index-transaction-private.h"
 #include "lmdb-storage.h"
 #include "mailbox-watch.h"
+#include "time-util.h"
 
 #include <stdio.h>
 
@@ -95,7 +96,10 @@ static void lmdb_storage_destroy(struct mail_storage *_storage)
 {
 	struct lmdb_storage *storage = LMDB_STORAGE(_storage);
 
-	ldb_env_unref(&storage->env);
+	if (storage->env != NULL) {
+		ldb_env_set_map_grow_callback(storage->env, NULL, storage);
+		ldb_env_unref(&storage->env);
+	}
 	index_storage_destroy(_storage);
 }
 
@@ -111,6 +115,38 @@ static void lmdb_storage_set_space_error(struct mail_storage *storage, int ret)
 	} else {
 		mail_storage_set_error(storage, MAIL_ERROR_UNAVAILABLE,
 				       "Not enough disk space");
+	}
+}
+
+long long lmdb_event_msecs(struct event *event)
+{
+	struct timeval created, now;
+
+	event_get_create_time(event, &created);
+	i_gettimeofday(&now);
+	return timeval_diff_msecs(&now, &created);
+}
+
+/* The ldb layer tells us when the map grew; it never logs itself. */
+static void lmdb_storage_map_grown(void *context, const char *path,
+				   size_t old_size, size_t new_size,
+				   bool adopted)
+{
+	struct lmdb_storage *storage = context;
+	struct event_passthrough *e =
+		event_create_passthrough(storage->storage.event)->
+		set_name("lmdb_map_grow")->
+		add_str("path", path)->
+		add_int("old_size", old_size)->
+		add_int("new_size", new_size)->
+		add_str("reason", adopted ? "adopted" : "full");
+
+	if (adopted) {
+		e_debug(e->event(), "lmdb: Map of %s adopted from another "
+			"process: %zu -> %zu bytes", path, old_size, new_size);
+	} else {
+		e_debug(e->event(), "lmdb: Map of %s was full, grown: "
+			"%zu -> %zu bytes", path, old_size, new_size);
 	}
 }
 
@@ -138,13 +174,27 @@ int lmdb_storage_get_env(struct lmdb_storage *storage, struct ldb_env **env_r)
 	if (ret < 0) {
 		if (ret == LDB_ERR_NOSPACE || ret == LDB_ERR_QUOTA) {
 			lmdb_storage_set_space_error(_storage, ret);
+		} else if (ret == LDB_ERR_LOCKED) {
+			/* doveadm lmdb compact is running: temporary */
+			e_warning(_storage->event, "lmdb: %s", error);
+			mail_storage_set_error(_storage, MAIL_ERROR_TEMP,
+				"Mailbox database is being compacted, "
+				"try again later");
 		} else {
 			mail_storage_set_critical(_storage, "lmdb: %s", error);
 		}
 		return -1;
 	}
-	e_debug(_storage->event, "lmdb: opened %s (map %zu bytes)",
-		storage->env_path, ldb_env_map_size(storage->env));
+	ldb_env_set_map_grow_callback(storage->env, lmdb_storage_map_grown,
+				      storage);
+	e_debug(event_create_passthrough(_storage->event)->
+		set_name("lmdb_env_open")->
+		add_str("path", storage->env_path)->
+		add_int("map_size", ldb_env_map_size(storage->env))->
+		add_int("file_size", ldb_env_file_size(storage->env))->event(),
+		"lmdb: Opened %s (map %zu bytes, file %lld bytes)",
+		storage->env_path, ldb_env_map_size(storage->env),
+		ldb_env_file_size(storage->env));
 	*env_r = storage->env;
 	return 0;
 }
@@ -200,8 +250,10 @@ static int lmdb_storage_purge(struct mail_storage *_storage)
 					  ldb_env_last_error(env));
 		return -1;
 	}
-	e_debug(_storage->event, "lmdb: purge removed %d unreferenced bodies",
-		count);
+	e_debug(event_create_passthrough(_storage->event)->
+		set_name("lmdb_purge")->
+		add_int("bodies_removed", count)->event(),
+		"lmdb: purge removed %d unreferenced bodies", count);
 	return 0;
 }
 

@@ -88,6 +88,10 @@ lmdb_mail_alloc(struct mailbox_transaction_context *t,
 		enum mail_fetch_field wanted_fields,
 		struct mailbox_header_lookup_ctx *wanted_headers);
 
+/* Milliseconds since event was created: the duration of an operation whose
+   event was created when it began (the "duration" field metrics see). */
+long long lmdb_event_msecs(struct event *event);
+
 /* storage */
 int lmdb_storage_get_env(struct lmdb_storage *storage, struct ldb_env **env_r);
 /* Report an ldb error code on the mailbox: quota-like errors become

@@ -155,7 +155,10 @@ static int lmdb_sync_recover(struct lmdb_sync_context *ctx)
 			&mrec.next_uid, sizeof(mrec.next_uid), FALSE);
 	}
 	if (ctx->recovered_count > 0) {
-		e_warning(mbox->box.event, "lmdb: Added %u messages that were "
+		e_warning(event_create_passthrough(mbox->box.event)->
+			  set_name("lmdb_recover")->
+			  add_int("messages", ctx->recovered_count)->event(),
+			  "lmdb: Added %u messages that were "
 			  "committed to LMDB but missing from the index",
 			  ctx->recovered_count);
 	}
@@ -278,6 +281,8 @@ static int lmdb_sync_write_lmdb(struct lmdb_sync_context *ctx)
 {
 	struct lmdb_sync_write_ctx wctx;
 	struct ldb_env *env;
+	struct event *event;
+	unsigned int expunged, changed;
 	int ret;
 
 	if (array_count(&ctx->expunged_uids) == 0 &&
@@ -287,10 +292,21 @@ static int lmdb_sync_write_lmdb(struct lmdb_sync_context *ctx)
 		return -1;
 	wctx.ctx = ctx;
 	wctx.names = mail_index_get_keywords(ctx->mbox->box.index);
+	event = event_create(ctx->mbox->box.event);
+	event_set_name(event, "lmdb_sync_write");
 	if ((ret = ldb_write(env, lmdb_sync_write_fn, &wctx)) < 0) {
 		lmdb_mailbox_set_ldb_error(&ctx->mbox->box, ret, "sync write");
+		event_unref(&event);
 		return -1;
 	}
+	expunged = seq_range_count(&ctx->expunged_uids);
+	changed = seq_range_count(&ctx->changed_uids);
+	event_add_int(event, "expunged", expunged);
+	event_add_int(event, "changed", changed);
+	e_debug(event, "lmdb: Wrote sync to LMDB: %u expunged, %u flag "
+		"changes in %lld ms", expunged, changed,
+		lmdb_event_msecs(event));
+	event_unref(&event);
 	return 0;
 }
 
@@ -607,7 +623,8 @@ static void lmdb_sync_rebuild_keywords(struct mailbox *box,
 
 static int lmdb_sync_rebuild_records(struct index_rebuild_context *ctx,
 				     struct ldb_mailbox_rec *mrec_r,
-				     uint32_t *last_uid_r)
+				     uint32_t *last_uid_r,
+				     unsigned int *count_r)
 {
 	struct lmdb_mailbox *mbox = LMDB_MAILBOX(ctx->box);
 	struct ldb_msg_iter *iter;
@@ -655,6 +672,7 @@ static int lmdb_sync_rebuild_records(struct index_rebuild_context *ctx,
 		mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
 					msg.flags & MAIL_FLAGS_NONRECENT);
 		*last_uid_r = uid;
+		(*count_r)++;
 	} T_END;
 	if (ldb_msg_iter_deinit(&iter) < 0 && ret >= 0)
 		ret = -1;
@@ -674,6 +692,8 @@ int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox, bool force)
 	struct lmdb_index_header hdr;
 	struct ldb_mailbox_rec mrec;
 	uint32_t last_uid, next_uid, old_next_uid, first_recent_uid;
+	unsigned int count = 0;
+	struct event *event;
 	bool need_resize;
 	int ret;
 
@@ -687,6 +707,9 @@ int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox, bool force)
 	if (guid_128_is_empty(mbox->mailbox_guid))
 		(void)lmdb_mailbox_guid_file_read(mbox, mbox->mailbox_guid);
 	e_warning(mbox->box.event, "lmdb: Rebuilding index from LMDB");
+	event = event_create(mbox->box.event);
+	event_set_name(event, "lmdb_index_rebuild");
+	event_add_str(event, "forced", force ? "yes" : "no");
 
 	view = mail_index_view_open(mbox->box.index);
 	old_next_uid = mail_index_get_header(view)->next_uid;
@@ -694,7 +717,7 @@ int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox, bool force)
 					MAIL_INDEX_TRANSACTION_FLAG_EXTERNAL);
 
 	ctx = index_index_rebuild_init(&mbox->box, view, trans);
-	ret = lmdb_sync_rebuild_records(ctx, &mrec, &last_uid);
+	ret = lmdb_sync_rebuild_records(ctx, &mrec, &last_uid, &count);
 	lmdb_sync_rebuild_update_header(ctx);
 	index_index_rebuild_deinit(&ctx, lmdb_rebuild_uidvalidity);
 
@@ -732,5 +755,11 @@ int lmdb_sync_index_rebuild(struct lmdb_mailbox *mbox, bool force)
 	}
 	mail_index_view_close(&view);
 	mbox->corrupted_rebuild_count = 0;
+	event_add_int(event, "messages", count);
+	event_add_str(event, "result", ret < 0 ? "failed" : "ok");
+	e_debug(event, "lmdb: Index rebuild from LMDB %s: %u messages in "
+		"%lld ms", ret < 0 ? "failed" : "done", count,
+		lmdb_event_msecs(event));
+	event_unref(&event);
 	return ret;
 }
