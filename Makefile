@@ -30,6 +30,19 @@ IMAP_LMDB_SRCS = $(wildcard plugin/imap-lmdb/*.c)
 IMAP_LMDB_OBJS = $(patsubst plugin/imap-lmdb/%.c,$(BUILD)/imap-lmdb/%.o,$(IMAP_LMDB_SRCS))
 IMAP_LMDB_PLUGIN = $(BUILD)/lib95_imap_lmdb_plugin.so
 
+# doveadm lmdb {stats,check,compact,backup}: loaded by doveadm from
+# $(MODULEDIR)/doveadm.  Its doveadm symbols come from the doveadm binary
+# and its lmdb ones from lib20_lmdb_plugin.so (mail_plugins), so it links
+# without -z defs.
+DOVEADM_LMDB_SRCS = $(wildcard plugin/doveadm-lmdb/*.c)
+DOVEADM_LMDB_OBJS = $(patsubst plugin/doveadm-lmdb/%.c,$(BUILD)/doveadm-lmdb/%.o,$(DOVEADM_LMDB_SRCS))
+DOVEADM_LMDB_PLUGIN = $(BUILD)/lib20_doveadm_lmdb_plugin.so
+DOVEADM_MODULEDIR ?= $(MODULEDIR)/doveadm
+SYSCONFDIR ?= /etc/dovecot
+DOCDIR ?= /usr/share/doc/dovecot-lmdb
+# CONF_D=no: don't copy conf.d snippets into $(SYSCONFDIR)/conf.d
+CONF_D ?= yes
+
 UNIT_TESTS = $(BUILD)/test-lmdb-db
 ASAN_UNIT_TESTS = $(BUILD)/test-lmdb-db-asan
 SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -57,6 +70,18 @@ $(IMAP_LMDB_PLUGIN): $(IMAP_LMDB_OBJS)
 	$(CC) $(CFLAGS_ALL) -shared $(EXTRA_LDFLAGS) -o $@.tmp $(IMAP_LMDB_OBJS)
 	mv -f $@.tmp $@
 
+all: $(if $(DOVEADM_LMDB_SRCS),$(DOVEADM_LMDB_PLUGIN))
+
+$(BUILD)/doveadm-lmdb/%.o: plugin/doveadm-lmdb/%.c plugin/doveadm-lmdb/*.h include/*.h plugin/*.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iplugin/doveadm-lmdb -c $< -o $@
+
+$(DOVEADM_LMDB_PLUGIN): $(DOVEADM_LMDB_OBJS)
+	$(CC) $(CFLAGS_ALL) -shared -L/usr/lib/dovecot $(EXTRA_LDFLAGS) \
+		-o $@.tmp $(DOVEADM_LMDB_OBJS) \
+		-ldovecot-storage -ldovecot -llmdb -lcrypto
+	mv -f $@.tmp $@
+
 $(BUILD)/test-lmdb-db: tests/unit/test-lmdb-db.c plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
 	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(EXTRA_CFLAGS) \
 		tests/unit/test-lmdb-db.c plugin/lmdb-db.c \
@@ -81,8 +106,21 @@ install: all
 	install -d $(DESTDIR)$(MODULEDIR)
 	install -m 0644 $(LMDB_PLUGIN) $(DESTDIR)$(MODULEDIR)/
 	install -m 0644 $(IMAP_LMDB_PLUGIN) $(DESTDIR)$(MODULEDIR)/
-	install -d $(DESTDIR)/etc/dovecot/conf.d
-	@echo "Enable with conf.d/90-lmdb.conf (copy it to /etc/dovecot/conf.d/)"
+	install -d $(DESTDIR)$(DOVEADM_MODULEDIR)
+	$(if $(DOVEADM_LMDB_SRCS),install -m 0644 $(DOVEADM_LMDB_PLUGIN) $(DESTDIR)$(DOVEADM_MODULEDIR)/)
+	install -d $(DESTDIR)$(DOCDIR)/examples
+	install -m 0644 conf.d/*.conf $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	$(if $(wildcard docs/events.md),install -m 0644 docs/events.md $(DESTDIR)$(DOCDIR)/)
+	@# never overwrite an admin's conf.d file: copy a snippet only if absent
+	@if [ "$(CONF_D)" = yes ]; then \
+		install -d $(DESTDIR)$(SYSCONFDIR)/conf.d; \
+		for f in conf.d/*.conf; do \
+			t=$(DESTDIR)$(SYSCONFDIR)/conf.d/$$(basename $$f); \
+			if [ -e $$t ]; then echo "kept existing $$t (this version: $(DOCDIR)/examples/)"; \
+			else install -m 0644 $$f $$t && echo "installed $$t"; fi; \
+		done; \
+	fi
 
 deps:
 	bash scripts/install-deps.sh test
