@@ -843,7 +843,7 @@ static void check_print(struct lmdb_check_cmd_context *ctx,
 }
 
 static void check_print_summary(struct lmdb_check_cmd_context *ctx,
-				unsigned int unrepaired, long long msecs)
+				struct event *event, unsigned int unrepaired)
 {
 	unsigned int problems = array_count(&ctx->reports);
 
@@ -856,26 +856,22 @@ static void check_print_summary(struct lmdb_check_cmd_context *ctx,
 		array_count(&ctx->bodies), array_count(&ctx->mailboxes),
 		problems, problems - unrepaired));
 	doveadm_print(unrepaired == 0 ? "yes" : "no");
-	e_debug(event_create_passthrough(ctx->root->storage->storage.event)->
-		set_name("lmdb_check")->
-		add_int("messages", ctx->messages)->
-		add_int("bodies", array_count(&ctx->bodies))->
-		add_int("problems", problems)->
-		add_int("repaired", problems - unrepaired)->
-		add_int("duration_msecs", msecs)->event(),
-		"lmdb: check of %s: %u problems, %u repaired in %lld ms",
+	event_add_int(event, "messages", ctx->messages);
+	event_add_int(event, "bodies", array_count(&ctx->bodies));
+	event_add_int(event, "problems", problems);
+	event_add_int(event, "repaired", problems - unrepaired);
+	e_debug(event, "lmdb: Checked %s: %u problems, %u repaired in %lld ms",
 		ctx->root->storage->env_path, problems, problems - unrepaired,
-		msecs);
+		lmdb_event_msecs(event));
 }
 
 static int check_root(struct lmdb_check_cmd_context *ctx,
 		      const struct doveadm_lmdb_root *root)
 {
-	struct timeval start, end;
 	unsigned int failed, unrepaired;
+	struct event *event;
 	int ret;
 
-	i_gettimeofday(&start);
 	p_clear(ctx->pool);
 	ctx->root = root;
 	ctx->messages = 0;
@@ -888,6 +884,10 @@ static int check_root(struct lmdb_check_cmd_context *ctx,
 		doveadm_mail_failed_error(&ctx->ctx, MAIL_ERROR_TEMP);
 	if (doveadm_lmdb_root_env(&ctx->ctx, root, &ctx->env) < 0)
 		return -1;
+	event = event_create(root->storage->storage.event);
+	event_set_name(event, "lmdb_check");
+	event_add_str(event, "path", root->storage->env_path);
+	event_add_str(event, "repair", ctx->repair ? "yes" : "no");
 	if (ldb_dbi_open(ctx->env, LDB_DB_MAILBOX, &ctx->dbi_mailbox) < 0 ||
 	    ldb_dbi_open(ctx->env, LDB_DB_MSG, &ctx->dbi_msg) < 0 ||
 	    ldb_dbi_open(ctx->env, LDB_DB_BODY, &ctx->dbi_body) < 0 ||
@@ -903,11 +903,12 @@ static int check_root(struct lmdb_check_cmd_context *ctx,
 		ret = check_repair(ctx);
 	if (ret < 0) {
 		doveadm_lmdb_failed_ldb(&ctx->ctx, ctx->env, "check");
+		event_unref(&event);
 		return -1;
 	}
 	check_print(ctx, &unrepaired);
-	i_gettimeofday(&end);
-	check_print_summary(ctx, unrepaired, timeval_diff_msecs(&end, &start));
+	check_print_summary(ctx, event, unrepaired);
+	event_unref(&event);
 	if (unrepaired > 0 && ctx->ctx.exit_code == 0)
 		ctx->ctx.exit_code = EX_DATAERR;
 	return 0;

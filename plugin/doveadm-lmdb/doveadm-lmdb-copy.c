@@ -31,14 +31,6 @@
 #define LMDB_COMPACT_DEFAULT_WAIT_SECS 5
 #define LMDB_BACKUP_MANIFEST "dovecot-lmdb-backup.txt"
 
-static long long lmdb_msecs_since(const struct timeval *start)
-{
-	struct timeval now;
-
-	i_gettimeofday(&now);
-	return timeval_diff_msecs(&now, start);
-}
-
 /* ---- doveadm lmdb compact ---- */
 
 struct lmdb_compact_cmd_context {
@@ -79,7 +71,6 @@ static int lmdb_compact_root(struct lmdb_compact_cmd_context *ctx,
 {
 	struct lmdb_storage *storage = root->storage;
 	struct ldb_compact_result res;
-	struct timeval start;
 	struct event *event;
 	const char *data_path, *error, *result;
 	struct stat st;
@@ -93,13 +84,12 @@ static int lmdb_compact_root(struct lmdb_compact_cmd_context *ctx,
 		lmdb_compact_print(storage->env_path, "empty", &res, 0);
 		return 0;
 	}
-	i_gettimeofday(&start);
 	event = event_create(storage->storage.event);
 	event_set_name(event, "lmdb_compact");
 	event_add_str(event, "path", storage->env_path);
 	ret = ldb_env_compact(storage->env_path, &storage->ldb_set,
 			      ctx->wait_secs * 1000, &res, &error);
-	msecs = lmdb_msecs_since(&start);
+	msecs = lmdb_event_msecs(event);
 	if (ret == 0)
 		result = "compacted";
 	else if (ret == LDB_ERR_LOCKED)
@@ -343,55 +333,67 @@ static void lmdb_backup_print(const char *src_root, const char *dest,
 	doveadm_print_num(msecs < 0 ? 0 : msecs);
 }
 
-static int lmdb_backup_root(struct lmdb_backup_cmd_context *ctx,
+/* The LMDB snapshot, then the tree.  LMDB first: its snapshot is the
+   backup's point in time. */
+static int lmdb_backup_copy(struct lmdb_backup_cmd_context *ctx,
 			    const struct doveadm_lmdb_root *root,
-			    const char *dest)
+			    const char *src_root, const char *dest,
+			    struct ldb_env_stat *st_r, off_t *size_r)
 {
-	struct mail_namespace *ns = array_idx_elem(&root->namespaces, 0);
-	const char *src_root, *env_dest;
-	struct ldb_env_stat st;
+	const char *env_dest = t_strconcat(dest, "/"LDB_DIR_NAME, NULL);
 	struct ldb_env *env;
-	struct timeval start;
-	struct event *event;
-	struct stat sst;
-	long long msecs;
+	struct stat st;
 
-	i_gettimeofday(&start);
-	src_root = mailbox_list_get_root_forced(ns->list,
-						MAILBOX_LIST_PATH_TYPE_DIR);
 	if (lmdb_backup_mkdest(dest) < 0 ||
 	    doveadm_lmdb_root_env(&ctx->ctx, root, &env) < 0)
 		return -1;
-	/* LMDB first: its snapshot is the backup's point in time */
-	env_dest = t_strconcat(dest, "/"LDB_DIR_NAME, NULL);
 	if (mkdir(env_dest, 0700) < 0) {
 		i_error("mkdir(%s) failed: %m", env_dest);
 		return -1;
 	}
-	if (ldb_env_get_stat(env, &st) < 0 ||
+	if (ldb_env_get_stat(env, st_r) < 0 ||
 	    ldb_env_copy(env, env_dest, TRUE) < 0) {
 		doveadm_lmdb_failed_ldb(&ctx->ctx, env, "backup");
 		return -1;
 	}
 	ctx->files = 0;
 	if (lmdb_backup_tree(ctx, src_root, dest, TRUE) < 0 ||
-	    lmdb_backup_manifest(root, dest, src_root, &st) < 0)
+	    lmdb_backup_manifest(root, dest, src_root, st_r) < 0)
 		return -1;
-	if (stat(t_strconcat(env_dest, "/data.mdb", NULL), &sst) < 0)
-		sst.st_size = -1;
-	msecs = lmdb_msecs_since(&start);
-	lmdb_backup_print(src_root, dest, &st, sst.st_size, ctx->files, msecs);
+	*size_r = stat(t_strconcat(env_dest, "/data.mdb", NULL), &st) < 0 ?
+		-1 : st.st_size;
+	return 0;
+}
 
+static int lmdb_backup_root(struct lmdb_backup_cmd_context *ctx,
+			    const struct doveadm_lmdb_root *root,
+			    const char *dest)
+{
+	struct mail_namespace *ns = array_idx_elem(&root->namespaces, 0);
+	const char *src_root;
+	struct ldb_env_stat st;
+	struct event *event;
+	off_t size;
+	long long msecs;
+
+	src_root = mailbox_list_get_root_forced(ns->list,
+						MAILBOX_LIST_PATH_TYPE_DIR);
 	event = event_create(root->storage->storage.event);
 	event_set_name(event, "lmdb_backup");
 	event_add_str(event, "path", root->storage->env_path);
 	event_add_str(event, "dest", dest);
+	if (lmdb_backup_copy(ctx, root, src_root, dest, &st, &size) < 0) {
+		event_unref(&event);
+		return -1;
+	}
+	msecs = lmdb_event_msecs(event);
+	lmdb_backup_print(src_root, dest, &st, size, ctx->files, msecs);
 	event_add_int(event, "messages", st.entries_msg);
-	event_add_int(event, "bytes", sst.st_size);
+	event_add_int(event, "bytes", size);
 	event_add_int(event, "files", ctx->files);
 	e_debug(event, "lmdb: Backed up %s to %s: %"PRIu64" messages, "
 		"%lld bytes, %u files in %lld ms", src_root, dest,
-		st.entries_msg, (long long)sst.st_size, ctx->files, msecs);
+		st.entries_msg, (long long)size, ctx->files, msecs);
 	event_unref(&event);
 	return 0;
 }

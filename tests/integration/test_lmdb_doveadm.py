@@ -565,7 +565,8 @@ metric %s {
   filter = event=%s
 }
 """ % (n, n) for n in ("lmdb_save_batch", "lmdb_env_open",
-                        "lmdb_index_rebuild", "lmdb_sync_write"))
+                        "lmdb_index_rebuild", "lmdb_sync_write",
+                        "lmdb_check", "lmdb_compact"))
 
 
 def test_events_reach_metrics_and_debug_log(dovecot_factory):
@@ -578,6 +579,10 @@ def test_events_reach_metrics_and_debug_log(dovecot_factory):
     imap.logout()
     res = d.doveadm("force-resync", "-u", "testuser", "INBOX")
     assert res.returncode == 0, res.stderr
+    run = doveadm_plugins_runner(d)
+    for cmd in ("check", "compact"):
+        res = run("lmdb", cmd, "-u", "testuser")
+        assert res.returncode == 0 and res.stderr == "", res.stderr
     counts = {}
     for _ in range(50):
         res = d.doveadm("-f", "tab", "stats", "dump")
@@ -586,13 +591,17 @@ def test_events_reach_metrics_and_debug_log(dovecot_factory):
         counts = {r["metric_name"]: int(r["count"]) for r in rows}
         if all(counts.get(n, 0) > 0 for n in ("lmdb_save_batch",
                                                "lmdb_index_rebuild",
-                                               "lmdb_sync_write")):
+                                               "lmdb_sync_write",
+                                               "lmdb_check",
+                                               "lmdb_compact")):
             break
         time.sleep(0.1)
     assert counts.get("lmdb_save_batch") == 2, counts
     assert counts.get("lmdb_env_open", 0) >= 2, counts
     assert counts.get("lmdb_index_rebuild", 0) >= 1, counts
     assert counts.get("lmdb_sync_write", 0) >= 1, counts
+    assert counts.get("lmdb_check") == 1, counts
+    assert counts.get("lmdb_compact") == 1, counts
     info = d.info_log_text()
     assert re.search(r"lmtp\(testuser\).*Debug: .*lmdb: Committed 1 "
                      r"messages", info), info[-3000:]
