@@ -133,3 +133,77 @@ demo-stop:
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- fts_lmdb: the exact-substring FTS backend (plugin/fts-lmdb/) ----
+FTS_LMDB_DIR = plugin/fts-lmdb
+FTS_LMDB_PURE = $(FTS_LMDB_DIR)/fts-lmdb-codec.c $(FTS_LMDB_DIR)/fts-lmdb-doc.c \
+	$(FTS_LMDB_DIR)/fts-lmdb-store.c
+FTS_LMDB_SRCS = $(FTS_LMDB_DIR)/fts-lmdb-plugin.c $(FTS_LMDB_DIR)/fts-backend-lmdb.c \
+	$(FTS_LMDB_DIR)/fts-lmdb-capture.c $(FTS_LMDB_DIR)/fts-lmdb-query.c \
+	$(FTS_LMDB_DIR)/fts-lmdb-maint.c $(FTS_LMDB_PURE)
+FTS_LMDB_OBJS = $(patsubst $(FTS_LMDB_DIR)/%.c,$(BUILD)/fts-lmdb/%.o,$(FTS_LMDB_SRCS)) \
+	$(BUILD)/fts-lmdb/lmdb-db.o
+FTS_LMDB_HDRS = $(wildcard $(FTS_LMDB_DIR)/*.h) include/lmdb-db.h
+FTS_LMDB_PLUGIN = $(BUILD)/lib21_fts_lmdb_plugin.so
+FTS_LMDB_TEST_SRCS = $(FTS_LMDB_PURE) plugin/lmdb-db.c
+FTS_LMDB_TEST_LIBS = -llmdb -lzstd -lcrypto -lcmocka
+FTS_LMDB_FUZZERS = $(BUILD)/fuzz-fts-lmdb-posting $(BUILD)/fuzz-fts-lmdb-doc
+FUZZ_TIME ?= 10
+FUZZ_CC ?= clang
+
+all: $(FTS_LMDB_PLUGIN)
+
+$(BUILD)/fts-lmdb/%.o: $(FTS_LMDB_DIR)/%.c $(FTS_LMDB_HDRS) | $(BUILD)
+	@mkdir -p $(BUILD)/fts-lmdb
+	$(CC) $(CFLAGS_ALL) -I$(FTS_LMDB_DIR) -c $< -o $@
+
+$(BUILD)/fts-lmdb/lmdb-db.o: plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
+	@mkdir -p $(BUILD)/fts-lmdb
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+# No -z defs: the fts plugin's symbols come from lib20_fts_plugin.so,
+# loaded first because of fts_lmdb_plugin_dependencies.
+$(FTS_LMDB_PLUGIN): $(FTS_LMDB_OBJS) $(FTS_LMDB_DIR)/fts-lmdb.map
+	$(CC) $(CFLAGS_ALL) -shared -L/usr/lib/dovecot \
+		-Wl,--version-script=$(FTS_LMDB_DIR)/fts-lmdb.map $(EXTRA_LDFLAGS) \
+		-o $@.tmp $(FTS_LMDB_OBJS) \
+		-ldovecot-storage -ldovecot -llmdb -lzstd -lcrypto
+	mv -f $@.tmp $@
+
+UNIT_TESTS += $(BUILD)/test-fts-lmdb
+ASAN_UNIT_TESTS += $(BUILD)/test-fts-lmdb-asan
+unit-test: $(BUILD)/test-fts-lmdb $(BUILD)/test-fts-lmdb-asan
+
+$(BUILD)/test-fts-lmdb: tests/unit/test-fts-lmdb.c $(FTS_LMDB_TEST_SRCS) $(FTS_LMDB_HDRS) | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude -I$(FTS_LMDB_DIR) $(EXTRA_CFLAGS) \
+		tests/unit/test-fts-lmdb.c $(FTS_LMDB_TEST_SRCS) \
+		$(FTS_LMDB_TEST_LIBS) $(EXTRA_LDFLAGS) -o $@
+
+$(BUILD)/test-fts-lmdb-asan: tests/unit/test-fts-lmdb.c $(FTS_LMDB_TEST_SRCS) $(FTS_LMDB_HDRS) | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude -I$(FTS_LMDB_DIR) $(SAN_FLAGS) \
+		tests/unit/test-fts-lmdb.c $(FTS_LMDB_TEST_SRCS) \
+		$(FTS_LMDB_TEST_LIBS) -o $@
+
+install: install-fts-lmdb
+install-fts-lmdb: $(FTS_LMDB_PLUGIN)
+	install -d $(DESTDIR)$(MODULEDIR)
+	install -m 0644 $(FTS_LMDB_PLUGIN) $(DESTDIR)$(MODULEDIR)/
+	@echo "Enable fts_lmdb with conf.d/90-fts-lmdb.conf (copy it to /etc/dovecot/conf.d/)"
+
+# libFuzzer targets for the posting codec and the stored-text decoder;
+# FUZZ_TIME seconds each (test runs them briefly).
+$(BUILD)/fuzz-fts-lmdb-%: tests/fuzz/fuzz-fts-lmdb-%.c $(FTS_LMDB_DIR)/fts-lmdb-codec.c \
+		$(FTS_LMDB_DIR)/fts-lmdb-doc.c $(FTS_LMDB_HDRS) | $(BUILD)
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -I$(FTS_LMDB_DIR) \
+		$< $(FTS_LMDB_DIR)/fts-lmdb-codec.c $(FTS_LMDB_DIR)/fts-lmdb-doc.c -lzstd -o $@
+
+fuzz: $(FTS_LMDB_FUZZERS)
+	@for f in $(FTS_LMDB_FUZZERS); do n=$$(basename $$f); \
+		mkdir -p $(BUILD)/fuzz-corpus/$$n; echo "== $$n ($(FUZZ_TIME)s)"; \
+		$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+			$(BUILD)/fuzz-corpus/$$n tests/fuzz/seeds/$$n \
+			> $(BUILD)/$$n.log 2>&1 || { tail -40 $(BUILD)/$$n.log; exit 1; }; \
+		grep -E "^stat::number_of_executed_units|^Done" $(BUILD)/$$n.log; done
+
+test: fuzz
+.PHONY: install-fts-lmdb fuzz

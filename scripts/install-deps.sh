@@ -5,9 +5,9 @@
 set -euo pipefail
 
 build_pkgs=(make gcc libc6-dev pkg-config dovecot-dev liblmdb-dev libssl-dev
-            dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
+            libzstd-dev dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
             python3 openssl curl)
-test_pkgs=(libcmocka-dev python3-pytest lmdb-utils valgrind)
+test_pkgs=(libcmocka-dev python3-pytest lmdb-utils valgrind clang)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-test}" = test ]; then
