@@ -7,7 +7,8 @@ set -euo pipefail
 build_pkgs=(make gcc libc6-dev pkg-config dovecot-dev liblmdb-dev libssl-dev
             libzstd-dev dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
             python3 openssl curl)
-test_pkgs=(libcmocka-dev python3-pytest lmdb-utils valgrind clang)
+test_pkgs=(libcmocka-dev python3-pytest lmdb-utils valgrind clang
+           debhelper dpkg-dev fakeroot)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-test}" = test ]; then
