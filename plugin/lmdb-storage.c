@@ -61,6 +61,23 @@ lmdb_get_size_setting(struct mail_user *user, const char *name,
 }
 
 static int
+lmdb_get_time_setting(struct mail_user *user, const char *name,
+		      unsigned int *msecs, const char **error_r)
+{
+	const char *str, *error;
+
+	str = mail_user_plugin_getenv(user, name);
+	if (str == NULL || *str == '\0')
+		return 0;
+	if (settings_get_time_msecs(str, msecs, &error) < 0) {
+		*error_r = t_strdup_printf("plugin { %s = %s }: %s",
+					   name, str, error);
+		return -1;
+	}
+	return 0;
+}
+
+static int
 lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 		    const char **error_r)
 {
@@ -73,6 +90,9 @@ lmdb_storage_create(struct mail_storage *_storage, struct mail_namespace *ns,
 				  error_r) < 0 ||
 	    lmdb_get_size_setting(_storage->user, LMDB_SET_MAX_SIZE,
 				  &storage->ldb_set.max_map_size,
+				  error_r) < 0 ||
+	    lmdb_get_time_setting(_storage->user, LMDB_SET_LOCK_TIMEOUT,
+				  &storage->ldb_set.lock_timeout_msecs,
 				  error_r) < 0)
 		return -1;
 	if (storage->ldb_set.max_map_size < storage->ldb_set.initial_map_size)
@@ -175,9 +195,10 @@ int lmdb_storage_get_env(struct lmdb_storage *storage, struct ldb_env **env_r)
 		if (ret == LDB_ERR_NOSPACE || ret == LDB_ERR_QUOTA) {
 			lmdb_storage_set_space_error(_storage, ret);
 		} else if (ret == LDB_ERR_LOCKED) {
-			/* doveadm lmdb compact is running: temporary */
+			/* doveadm lmdb compact is running: temporary
+			   (IMAP [INUSE], LMTP 451) */
 			e_warning(_storage->event, "lmdb: %s", error);
-			mail_storage_set_error(_storage, MAIL_ERROR_TEMP,
+			mail_storage_set_error(_storage, MAIL_ERROR_INUSE,
 				"Mailbox database is being compacted, "
 				"try again later");
 		} else {

@@ -15,6 +15,8 @@
 /* plugin { } settings */
 #define LMDB_SET_MAP_SIZE "lmdb_map_size"
 #define LMDB_SET_MAX_SIZE "lmdb_max_size"
+/* how long opening a user's mail waits for doveadm lmdb compact */
+#define LMDB_SET_LOCK_TIMEOUT "lmdb_lock_timeout"
 
 #define LMDB_INDEX_HEADER_MIN_SIZE (sizeof(uint32_t))
 struct lmdb_index_header {

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import smtplib
 import subprocess
 import threading
 import time
@@ -605,3 +606,29 @@ def test_events_reach_metrics_and_debug_log(dovecot_factory):
     info = d.info_log_text()
     assert re.search(r"lmtp\(testuser\).*Debug: .*lmdb: Committed 1 "
                      r"messages", info), info[-3000:]
+
+
+@pytest.mark.dovecot_config(extra_config="plugin {\n  lmdb_lock_timeout = 1s\n}\n")
+def test_compaction_past_lock_timeout_is_temporary(dovecot):
+    """A compaction that outlasts lmdb_lock_timeout makes sessions fail
+    temporarily: IMAP NO [INUSE], LMTP 451 (the MTA retries)."""
+    d = dovecot
+    deliver(d, 1)
+    fd = os.open(os.path.join(env_dir(d), "compact.lock"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        imap = d.imap()
+        typ, data = imap.select("INBOX")
+        assert typ == "NO" and b"[INUSE]" in data[0], data
+        imap.logout()
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+            deliver(d, 1, prefix="while-compacting")
+        assert list(e.value.recipients.values())[0][0] == 451
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    deliver(d, 1, prefix="after")
+    imap = d.imap()
+    assert imap.select("INBOX")[1] == [b"2"]
+    imap.logout()
+    assert "is being compacted" in d.log_text()
