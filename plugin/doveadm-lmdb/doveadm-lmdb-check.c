@@ -879,6 +879,15 @@ static int check_root(struct lmdb_check_cmd_context *ctx,
 	p_array_init(&ctx->refs, ctx->pool, 1024);
 	p_array_init(&ctx->bodies, ctx->pool, 1024);
 	p_array_init(&ctx->resync, ctx->pool, 4);
+	if (!doveadm_lmdb_root_has_db(root)) {
+		doveadm_print(root->storage->env_path);
+		doveadm_print("");
+		doveadm_print("summary");
+		doveadm_print("");
+		doveadm_print("no LMDB database yet (no mail stored)");
+		doveadm_print("yes");
+		return 0;
+	}
 	doveadm_lmdb_mailboxes_get(root, ctx->pool, &ctx->mailboxes, &failed);
 	if (failed > 0)
 		doveadm_mail_failed_error(&ctx->ctx, MAIL_ERROR_TEMP);

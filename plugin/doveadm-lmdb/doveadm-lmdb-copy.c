@@ -344,6 +344,11 @@ static int lmdb_backup_copy(struct lmdb_backup_cmd_context *ctx,
 	struct ldb_env *env;
 	struct stat st;
 
+	if (!doveadm_lmdb_root_has_db(root)) {
+		i_error("lmdb backup: %s has no LMDB database yet (no mail "
+			"stored)", root->storage->env_path);
+		return -1;
+	}
 	if (lmdb_backup_mkdest(dest) < 0 ||
 	    doveadm_lmdb_root_env(&ctx->ctx, root, &env) < 0)
 		return -1;

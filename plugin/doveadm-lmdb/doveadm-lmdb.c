@@ -11,6 +11,8 @@
 #include "doveadm-print.h"
 #include "doveadm-lmdb.h"
 
+#include <sys/stat.h>
+
 const char *doveadm_lmdb_plugin_version = DOVECOT_ABI_VERSION;
 
 static bool doveadm_lmdb_ns_wanted(const struct mail_namespace *ns)
@@ -145,6 +147,15 @@ doveadm_lmdb_mailbox_find(const ARRAY_TYPE(doveadm_lmdb_mailbox) *mailboxes,
 			hi = mid;
 	}
 	return NULL;
+}
+
+bool doveadm_lmdb_root_has_db(const struct doveadm_lmdb_root *root)
+{
+	const char *path;
+	struct stat st;
+
+	path = t_strconcat(root->storage->env_path, "/data.mdb", NULL);
+	return stat(path, &st) == 0 || errno != ENOENT;
 }
 
 int doveadm_lmdb_root_env(struct doveadm_mail_cmd_context *ctx,
@@ -327,6 +338,13 @@ static int lmdb_stats_root(struct doveadm_mail_cmd_context *ctx,
 	long long file_size;
 	int ret;
 
+	if (!doveadm_lmdb_root_has_db(root)) {
+		/* never stored mail: don't create a database to report it */
+		i_zero(&counts);
+		i_zero(&st);
+		lmdb_stats_print("user", "", "", &counts, &st, 0);
+		return 0;
+	}
 	doveadm_lmdb_mailboxes_get(root, ctx->pool, &boxes, &failed);
 	if (failed > 0)
 		doveadm_mail_failed_error(ctx, MAIL_ERROR_TEMP);

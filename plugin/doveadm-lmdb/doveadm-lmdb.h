@@ -47,6 +47,9 @@ void doveadm_lmdb_mailboxes_get(const struct doveadm_lmdb_root *root,
 const struct doveadm_lmdb_mailbox *
 doveadm_lmdb_mailbox_find(const ARRAY_TYPE(doveadm_lmdb_mailbox) *mailboxes,
 			  const uint8_t guid[LDB_GUID_SIZE]);
+/* FALSE if the root has no LMDB database yet (the user never stored
+   mail): the commands then report that instead of creating one. */
+bool doveadm_lmdb_root_has_db(const struct doveadm_lmdb_root *root);
 /* Open the root's environment; logs and fails ctx on error. */
 int doveadm_lmdb_root_env(struct doveadm_mail_cmd_context *ctx,
 			  const struct doveadm_lmdb_root *root,
