@@ -23,10 +23,19 @@ lmdb_mail_alloc(struct mailbox_transaction_context *t,
 	return &mail->imail.mail.mail;
 }
 
+static void lmdb_mail_forget_body(struct lmdb_mail *mail)
+{
+	if (mail->body_input != NULL) {
+		lmdb_body_istream_set_mail(mail->body_input, NULL);
+		i_stream_unref(&mail->body_input);
+	}
+}
+
 static void lmdb_mail_close(struct mail *_mail)
 {
 	struct lmdb_mail *mail = LMDB_MAIL(_mail);
 
+	lmdb_mail_forget_body(mail);
 	index_mail_close(_mail);
 	mail->msg_loaded = FALSE;
 }
@@ -44,6 +53,22 @@ static void lmdb_mail_set_expunged(struct mail *_mail)
 		lmdb_mailbox_add_lost_uid(mbox, _mail->uid);
 	}
 	mail_set_expunged(_mail);
+}
+
+int lmdb_mail_body_vanished(struct mail *_mail)
+{
+	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
+	struct lmdb_msg msg;
+	int ret;
+
+	T_BEGIN {
+		ret = lmdb_msg_lookup(mbox, _mail->uid,
+				      pool_datastack_create(), &msg);
+	} T_END;
+	if (ret != 0)
+		return ret < 0 ? -1 : 0;
+	lmdb_mail_set_expunged(_mail);
+	return 1;
 }
 
 /* 1 = record loaded, 0 = mail is being saved (no record yet), -1 = error */
@@ -208,6 +233,7 @@ lmdb_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 		     struct istream **stream_r)
 {
 	struct index_mail *imail = INDEX_MAIL(_mail);
+	struct lmdb_mail *mail = LMDB_MAIL(_mail);
 	struct mail_private *pmail = &imail->mail;
 	struct lmdb_mailbox *mbox = LMDB_MAILBOX(_mail->box);
 	const struct lmdb_msg *msg;
@@ -236,6 +262,10 @@ lmdb_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 					lmdb_mail_set_expunged(_mail);
 				return -1;
 			}
+			lmdb_mail_forget_body(mail);
+			lmdb_body_istream_set_mail(input, _mail);
+			mail->body_input = input;
+			i_stream_ref(input);
 		}
 		if (pmail->v.istream_opened != NULL) {
 			if (pmail->v.istream_opened(_mail, &input) < 0) {

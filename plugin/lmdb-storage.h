@@ -80,6 +80,8 @@ struct lmdb_mail {
 	/* the LMDB record, looked up once per mail */
 	struct lmdb_msg msg;
 	bool msg_loaded;
+	/* the body stream, told about this mail until the mail closes */
+	struct istream *body_input;
 };
 #define LMDB_MAIL(s) container_of(s, struct lmdb_mail, imail.mail.mail)
 
@@ -127,6 +129,13 @@ void lmdb_mailbox_add_lost_uid(struct lmdb_mailbox *mbox, uint32_t uid);
 int lmdb_body_istream_create(struct lmdb_mailbox *mbox,
 			     const uint8_t hash[LDB_HASH_SIZE],
 			     struct istream **input_r);
+/* Let a body stream mark mail expunged when the body disappears while it
+   is read (mail NULL: forget it). */
+void lmdb_body_istream_set_mail(struct istream *input, struct mail *mail);
+/* The body of mail vanished while it was read.  1 = its record is gone
+   too: it was expunged, and mail is now marked so; 0 = the record is still
+   there (corruption); -1 = error (set). */
+int lmdb_mail_body_vanished(struct mail *mail);
 
 /* saving */
 struct mail_save_context *
