@@ -20,7 +20,7 @@ BUILD = build
 
 LMDB_SRCS = plugin/lmdb-plugin.c plugin/lmdb-storage.c plugin/lmdb-mail.c \
 	plugin/lmdb-save.c plugin/lmdb-sync.c plugin/lmdb-istream.c \
-	plugin/lmdb-db.c
+	plugin/lmdb-db.c plugin/lmdb-settings.c
 LMDB_OBJS = $(patsubst plugin/%.c,$(BUILD)/%.o,$(LMDB_SRCS))
 LMDB_PLUGIN = $(BUILD)/lib20_lmdb_plugin.so
 
@@ -148,6 +148,7 @@ FTS_LMDB_PLUGIN = $(BUILD)/lib21_fts_lmdb_plugin.so
 FTS_LMDB_TEST_SRCS = $(FTS_LMDB_PURE) plugin/lmdb-db.c
 FTS_LMDB_TEST_LIBS = -llmdb -lzstd -lcrypto -lcmocka
 FTS_LMDB_FUZZERS = $(BUILD)/fuzz-fts-lmdb-posting $(BUILD)/fuzz-fts-lmdb-doc
+FUZZERS += $(FTS_LMDB_FUZZERS)
 FUZZ_TIME ?= 10
 FUZZ_CC ?= clang
 
@@ -198,7 +199,7 @@ $(BUILD)/fuzz-fts-lmdb-%: tests/fuzz/fuzz-fts-lmdb-%.c $(FTS_LMDB_DIR)/fts-lmdb-
 		$< $(FTS_LMDB_DIR)/fts-lmdb-codec.c $(FTS_LMDB_DIR)/fts-lmdb-doc.c -lzstd -o $@
 
 fuzz: $(FTS_LMDB_FUZZERS)
-	@for f in $(FTS_LMDB_FUZZERS); do n=$$(basename $$f); \
+	@for f in $(FUZZERS); do n=$$(basename $$f); \
 		mkdir -p $(BUILD)/fuzz-corpus/$$n; echo "== $$n ($(FUZZ_TIME)s)"; \
 		$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
 			$(BUILD)/fuzz-corpus/$$n tests/fuzz/seeds/$$n \
@@ -207,3 +208,33 @@ fuzz: $(FTS_LMDB_FUZZERS)
 
 test: fuzz
 .PHONY: install-fts-lmdb fuzz
+
+# ---- hardening (issue 8): fuzz targets, stress, sanitizers, valgrind ----
+# `make fuzz` runs every libFuzzer target in FUZZERS for FUZZ_TIME seconds
+# (FUZZ_TIME=600 for a long run); `make fuzz-regress` only replays the
+# seed corpora (tests/fuzz/seeds/<target>/, which keep every crash found),
+# as part of unit-test.
+FUZZ_SAN = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+LMDB_FUZZERS = $(BUILD)/fuzz-lmdb-record $(BUILD)/fuzz-lmdb-settings
+FUZZERS += $(LMDB_FUZZERS)
+fuzz: $(LMDB_FUZZERS)
+
+$(BUILD)/fuzz-lmdb-record: tests/fuzz/fuzz-lmdb-record.c plugin/lmdb-db.c \
+		include/lmdb-db.h | $(BUILD)
+	$(FUZZ_CC) -g -O1 $(FUZZ_SAN) -Iinclude $< plugin/lmdb-db.c \
+		-llmdb -lcrypto -o $@
+
+$(BUILD)/fuzz-lmdb-settings: tests/fuzz/fuzz-lmdb-settings.c \
+		plugin/lmdb-settings.c plugin/lmdb-settings.h | $(BUILD)
+	$(FUZZ_CC) -g -O1 $(FUZZ_SAN) -DHAVE_CONFIG_H -Iplugin $(DC_INCLUDE) \
+		$< plugin/lmdb-settings.c -L/usr/lib/dovecot \
+		-Wl,-rpath,/usr/lib/dovecot -ldovecot -o $@
+
+fuzz-regress: $(LMDB_FUZZERS) $(FTS_LMDB_FUZZERS)
+	@for f in $(FUZZERS); do n=$$(basename $$f); \
+		echo "== $$n: replay tests/fuzz/seeds/$$n"; \
+		$$f -runs=0 tests/fuzz/seeds/$$n > $(BUILD)/$$n-regress.log 2>&1 \
+			|| { tail -40 $(BUILD)/$$n-regress.log; exit 1; }; done
+unit-test: fuzz-regress
+
+.PHONY: fuzz-regress

@@ -12,6 +12,7 @@
 #include "index-pop3-uidl.h"
 #include "mail-index-transaction-private.h"
 #include "lmdb-storage.h"
+#include "lmdb-settings.h"
 #include "mailbox-watch.h"
 #include "time-util.h"
 
@@ -40,24 +41,11 @@ static int
 lmdb_get_size_setting(struct mail_user *user, const char *name,
 		      size_t *value, const char **error_r)
 {
-	const char *str, *error;
-	uoff_t bytes;
+	const char *str = mail_user_plugin_getenv(user, name);
 
-	str = mail_user_plugin_getenv(user, name);
 	if (str == NULL || *str == '\0')
 		return 0;
-	if (settings_get_size(str, &bytes, &error) < 0) {
-		*error_r = t_strdup_printf("plugin { %s = %s }: %s",
-					   name, str, error);
-		return -1;
-	}
-	if (bytes < 1024 * 1024 || bytes > SIZE_MAX / 2) {
-		*error_r = t_strdup_printf("plugin { %s = %s }: "
-					   "must be at least 1M", name, str);
-		return -1;
-	}
-	*value = bytes;
-	return 0;
+	return lmdb_settings_parse_size(name, str, value, error_r);
 }
 
 static int
