@@ -89,16 +89,19 @@ def make_module_dir(root, plugins):
     return path
 
 
-def doveadm_plugins_runner(d, plugins=None, required=("lib20_doveadm_lmdb_plugin.so",)):
+def doveadm_plugins_runner(d, plugins=None,
+                           required=("lib20_doveadm_lmdb_plugin.so",),
+                           wrapper=()):
     """A function run(*args, check=False, input=None, timeout=120) that runs
     `doveadm -c <d's config> ARGS` with plugins (default: the build tree's
-    doveadm plugins) visible to doveadm.  Skips the test if that can't be
+    doveadm plugins) visible to doveadm.  wrapper (e.g. valgrind and its
+    options) goes in front of doveadm.  Skips the test if that can't be
     arranged."""
     plugins = build_doveadm_modules(d.module_dir) if plugins is None \
         else list(plugins)
     names = {os.path.basename(p) for p in plugins}
     missing = [r for r in required if r not in names]
-    base = [dovecot_harness.DOVEADM_BIN, "-c", d.config_path]
+    base = list(wrapper) + [dovecot_harness.DOVEADM_BIN, "-c", d.config_path]
 
     if not missing and unshare_works():
         mod_dir = make_module_dir(d.root, plugins)

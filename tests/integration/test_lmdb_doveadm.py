@@ -632,3 +632,38 @@ def test_compaction_past_lock_timeout_is_temporary(dovecot):
     assert imap.select("INBOX")[1] == [b"2"]
     imap.logout()
     assert "is being compacted" in d.log_text()
+
+
+# ----------------------------------------------------------------- valgrind
+
+VALGRIND = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=no",
+            "--track-origins=yes", "--num-callers=30"]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None,
+                    reason="valgrind is not installed")
+@pytest.mark.dovecot_log_allow(r"lmdb")
+def test_doveadm_lmdb_under_valgrind(dovecot):
+    """Every command, including check --repair on a damaged environment,
+    under valgrind memcheck."""
+    d = dovecot
+    run = doveadm_plugins_runner(d, wrapper=VALGRIND)
+    deliver(d, 4)
+    imap = d.imap()
+    imap.create("Sub")
+    imap.select("INBOX")
+    imap.copy("1", "Sub")
+    imap.logout()
+    plant_damage(d)
+    dest = os.path.join(d.root, "vg-backup")
+    os.makedirs(dest)
+    chown_tree(d, dest)
+    for args, rc in ((("-f", "json", "lmdb", "stats", "-A"), 0),
+                     (("lmdb", "check", "-u", "testuser"), EX_DATAERR),
+                     (("lmdb", "check", "-u", "testuser", "--repair"),
+                      EX_DATAERR),
+                     (("lmdb", "compact", "-u", "testuser"), 0),
+                     (("lmdb", "backup", "-u", "testuser", dest), 0)):
+        res = run(*args, timeout=300)
+        assert res.returncode != 99, "valgrind: %s\n%s" % (args, res.stderr)
+        assert res.returncode == rc, (args, res.returncode, res.stderr)
