@@ -237,4 +237,11 @@ fuzz-regress: $(LMDB_FUZZERS) $(FTS_LMDB_FUZZERS)
 			|| { tail -40 $(BUILD)/$$n-regress.log; exit 1; }; done
 unit-test: fuzz-regress
 
-.PHONY: fuzz-regress
+# `make stress`: tests/stress/stress.py against a private Dovecot for
+# STRESS_SECONDS (60); STRESS_ARGS='--users 5 --sessions 8' and so on.
+STRESS_SECONDS ?= 60
+stress: all
+	DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(BUILD) STRESS_SECONDS=$(STRESS_SECONDS) \
+		/usr/bin/python3 tests/stress/stress.py $(STRESS_ARGS)
+
+.PHONY: fuzz-regress stress
