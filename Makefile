@@ -82,6 +82,22 @@ $(DOVEADM_LMDB_PLUGIN): $(DOVEADM_LMDB_OBJS)
 		-ldovecot-storage -ldovecot -llmdb -lcrypto
 	mv -f $@.tmp $@
 
+# cmocka tests of the layer's maintenance functions (compact lock, stats,
+# copies, compaction) that the doveadm commands use
+UNIT_TESTS += $(BUILD)/test-lmdb-maint
+ASAN_UNIT_TESTS += $(BUILD)/test-lmdb-maint-asan
+unit-test: $(BUILD)/test-lmdb-maint $(BUILD)/test-lmdb-maint-asan
+
+$(BUILD)/test-lmdb-maint: tests/unit/test-lmdb-maint.c plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(EXTRA_CFLAGS) \
+		tests/unit/test-lmdb-maint.c plugin/lmdb-db.c \
+		-llmdb -lcrypto -lcmocka $(EXTRA_LDFLAGS) -o $@
+
+$(BUILD)/test-lmdb-maint-asan: tests/unit/test-lmdb-maint.c plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(SAN_FLAGS) \
+		tests/unit/test-lmdb-maint.c plugin/lmdb-db.c \
+		-llmdb -lcrypto -lcmocka -o $@
+
 $(BUILD)/test-lmdb-db: tests/unit/test-lmdb-db.c plugin/lmdb-db.c include/lmdb-db.h | $(BUILD)
 	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(EXTRA_CFLAGS) \
 		tests/unit/test-lmdb-db.c plugin/lmdb-db.c \
