@@ -260,4 +260,13 @@ stress: all
 	DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(BUILD) STRESS_SECONDS=$(STRESS_SECONDS) \
 		/usr/bin/python3 tests/stress/stress.py $(STRESS_ARGS)
 
-.PHONY: fuzz-regress stress
+# The unit tests under valgrind: no error, no definite or indirect leak.
+VALGRIND_UNIT = valgrind -q --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect --error-exitcode=1
+unit-test-valgrind: $(UNIT_TESTS)
+	@for t in $(UNIT_TESTS); do echo "== $$t (valgrind)"; \
+		$(VALGRIND_UNIT) $$t > $$t-valgrind.log 2>&1 \
+			|| { tail -60 $$t-valgrind.log; exit 1; }; done
+test: unit-test-valgrind
+
+.PHONY: fuzz-regress stress unit-test-valgrind
