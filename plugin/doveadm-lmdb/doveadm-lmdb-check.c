@@ -72,6 +72,7 @@ struct check_ref {
 	uint8_t guid[LDB_GUID_SIZE];
 	uint32_t uid;
 };
+ARRAY_DEFINE_TYPE(check_ref, struct check_ref);
 
 struct check_body {
 	uint8_t hash[LDB_HASH_SIZE];
@@ -627,20 +628,44 @@ struct check_repair_body {
 	uint8_t hash[LDB_HASH_SIZE];
 	uint64_t refs;
 };
+ARRAY_DEFINE_TYPE(check_repair_body, struct check_repair_body);
 
-/* Recount every body's references from scratch inside the write
-   transaction (ldb_write() may run this again after growing the map). */
-static int check_repair_refcounts(struct ldb_txn *txn,
-				  struct lmdb_check_cmd_context *ctx)
+/* The body hashes of every decodable record, sorted. */
+static int check_collect_hashes(struct ldb_txn *txn, unsigned int dbi_msg,
+				ARRAY_TYPE(check_ref) *refs)
 {
-	ARRAY(struct check_ref) refs;
-	ARRAY(struct check_repair_body) fixes;
-	const struct check_repair_body *fix;
+	struct ldb_cursor *cursor;
+	struct ldb_msg_rec rec;
+	struct check_ref *ref;
+	enum ldb_cursor_op op = LDB_CURSOR_FIRST;
+	const void *key, *data;
+	size_t key_size, size;
+	int ret;
+
+	if (ldb_cursor_open(txn, dbi_msg, &cursor) < 0)
+		return -1;
+	while ((ret = ldb_cursor_get(cursor, op, &key, &key_size,
+				     &data, &size)) > 0) {
+		op = LDB_CURSOR_NEXT;
+		if (ldb_msg_rec_decode(data, size, &rec) == 0) {
+			ref = array_append_space(refs);
+			memcpy(ref->hash, rec.body_hash, sizeof(ref->hash));
+		}
+	}
+	ldb_cursor_close(&cursor);
+	array_sort(refs, check_ref_cmp);
+	return ret < 0 ? -1 : 0;
+}
+
+/* Bodies whose stored count differs from the sorted references. */
+static int check_find_refcount_fixes(struct ldb_txn *txn, unsigned int dbi,
+				     const ARRAY_TYPE(check_ref) *refs,
+				     ARRAY_TYPE(check_repair_body) *fixes)
+{
+	const struct check_ref *r;
 	struct check_repair_body *f;
 	struct ldb_cursor *cursor;
 	struct ldb_body_info info;
-	struct ldb_msg_rec rec;
-	struct check_ref *ref;
 	enum ldb_cursor_op op = LDB_CURSOR_FIRST;
 	const void *key, *data;
 	size_t key_size, size;
@@ -648,24 +673,9 @@ static int check_repair_refcounts(struct ldb_txn *txn,
 	uint64_t n;
 	int ret;
 
-	t_array_init(&refs, 128);
-	t_array_init(&fixes, 16);
-	if (ldb_cursor_open(txn, ctx->dbi_msg, &cursor) < 0)
+	r = array_get(refs, &count);
+	if (ldb_cursor_open(txn, dbi, &cursor) < 0)
 		return -1;
-	while ((ret = ldb_cursor_get(cursor, op, &key, &key_size,
-				     &data, &size)) > 0) {
-		op = LDB_CURSOR_NEXT;
-		if (ldb_msg_rec_decode(data, size, &rec) == 0) {
-			ref = array_append_space(&refs);
-			memcpy(ref->hash, rec.body_hash, sizeof(ref->hash));
-		}
-	}
-	ldb_cursor_close(&cursor);
-	if (ret < 0 || ldb_cursor_open(txn, ctx->dbi_body, &cursor) < 0)
-		return -1;
-	array_sort(&refs, check_ref_cmp);
-	const struct check_ref *r = array_get(&refs, &count);
-	op = LDB_CURSOR_FIRST;
 	while ((ret = ldb_cursor_get(cursor, op, &key, &key_size,
 				     &data, &size)) > 0) {
 		op = LDB_CURSOR_NEXT;
@@ -678,13 +688,28 @@ static int check_repair_refcounts(struct ldb_txn *txn,
 		     memcmp(r[i].hash, key, LDB_HASH_SIZE) == 0; i++)
 			n++;
 		if (n != info.refcount) {
-			f = array_append_space(&fixes);
+			f = array_append_space(fixes);
 			memcpy(f->hash, key, LDB_HASH_SIZE);
 			f->refs = n;
 		}
 	}
 	ldb_cursor_close(&cursor);
-	if (ret < 0)
+	return ret < 0 ? -1 : 0;
+}
+
+/* Recount every body's references from scratch inside the write
+   transaction (ldb_write() may run this again after growing the map). */
+static int check_repair_refcounts(struct ldb_txn *txn,
+				  struct lmdb_check_cmd_context *ctx)
+{
+	ARRAY_TYPE(check_ref) refs;
+	ARRAY_TYPE(check_repair_body) fixes;
+	const struct check_repair_body *fix;
+
+	t_array_init(&refs, 128);
+	t_array_init(&fixes, 16);
+	if (check_collect_hashes(txn, ctx->dbi_msg, &refs) < 0 ||
+	    check_find_refcount_fixes(txn, ctx->dbi_body, &refs, &fixes) < 0)
 		return -1;
 	array_foreach(&fixes, fix) {
 		if (ldb_body_set_refcount(txn, fix->hash, fix->refs) < 0)
@@ -865,6 +890,29 @@ static void check_print_summary(struct lmdb_check_cmd_context *ctx,
 		lmdb_event_msecs(event));
 }
 
+static void check_print_no_db(const struct doveadm_lmdb_root *root)
+{
+	doveadm_print(root->storage->env_path);
+	doveadm_print("");
+	doveadm_print("summary");
+	doveadm_print("");
+	doveadm_print("no LMDB database yet (no mail stored)");
+	doveadm_print("yes");
+}
+
+/* The three parts of the check, then the repair. */
+static int check_run(struct lmdb_check_cmd_context *ctx)
+{
+	if (ldb_dbi_open(ctx->env, LDB_DB_MAILBOX, &ctx->dbi_mailbox) < 0 ||
+	    ldb_dbi_open(ctx->env, LDB_DB_MSG, &ctx->dbi_msg) < 0 ||
+	    ldb_dbi_open(ctx->env, LDB_DB_BODY, &ctx->dbi_body) < 0 ||
+	    ldb_dbi_open(ctx->env, LDB_DB_CHUNK, &ctx->dbi_chunk) < 0 ||
+	    check_indexes(ctx) < 0 || check_structure(ctx) < 0 ||
+	    check_hashes(ctx) < 0)
+		return -1;
+	return ctx->repair ? check_repair(ctx) : 0;
+}
+
 static int check_root(struct lmdb_check_cmd_context *ctx,
 		      const struct doveadm_lmdb_root *root)
 {
@@ -880,12 +928,7 @@ static int check_root(struct lmdb_check_cmd_context *ctx,
 	p_array_init(&ctx->bodies, ctx->pool, 1024);
 	p_array_init(&ctx->resync, ctx->pool, 4);
 	if (!doveadm_lmdb_root_has_db(root)) {
-		doveadm_print(root->storage->env_path);
-		doveadm_print("");
-		doveadm_print("summary");
-		doveadm_print("");
-		doveadm_print("no LMDB database yet (no mail stored)");
-		doveadm_print("yes");
+		check_print_no_db(root);
 		return 0;
 	}
 	doveadm_lmdb_mailboxes_get(root, ctx->pool, &ctx->mailboxes, &failed);
@@ -897,30 +940,16 @@ static int check_root(struct lmdb_check_cmd_context *ctx,
 	event_set_name(event, "lmdb_check");
 	event_add_str(event, "path", root->storage->env_path);
 	event_add_str(event, "repair", ctx->repair ? "yes" : "no");
-	if (ldb_dbi_open(ctx->env, LDB_DB_MAILBOX, &ctx->dbi_mailbox) < 0 ||
-	    ldb_dbi_open(ctx->env, LDB_DB_MSG, &ctx->dbi_msg) < 0 ||
-	    ldb_dbi_open(ctx->env, LDB_DB_BODY, &ctx->dbi_body) < 0 ||
-	    ldb_dbi_open(ctx->env, LDB_DB_CHUNK, &ctx->dbi_chunk) < 0)
-		ret = -1;
-	else
-		ret = check_indexes(ctx);
-	if (ret == 0)
-		ret = check_structure(ctx);
-	if (ret == 0)
-		ret = check_hashes(ctx);
-	if (ret == 0 && ctx->repair)
-		ret = check_repair(ctx);
-	if (ret < 0) {
+	if ((ret = check_run(ctx)) < 0)
 		doveadm_lmdb_failed_ldb(&ctx->ctx, ctx->env, "check");
-		event_unref(&event);
-		return -1;
+	else {
+		check_print(ctx, &unrepaired);
+		check_print_summary(ctx, event, unrepaired);
+		if (unrepaired > 0 && ctx->ctx.exit_code == 0)
+			ctx->ctx.exit_code = EX_DATAERR;
 	}
-	check_print(ctx, &unrepaired);
-	check_print_summary(ctx, event, unrepaired);
 	event_unref(&event);
-	if (unrepaired > 0 && ctx->ctx.exit_code == 0)
-		ctx->ctx.exit_code = EX_DATAERR;
-	return 0;
+	return ret;
 }
 
 static int cmd_lmdb_check_run(struct doveadm_mail_cmd_context *_ctx,
