@@ -90,7 +90,8 @@ static void fts_backend_lmdb_deinit(struct fts_backend *_backend)
 	fts_lmdb_store_close(&backend->store);
 	fts_lmdb_doc_reader_free(&backend->reader);
 	fts_lmdb_uids_free(&backend->live);
-	fts_lmdb_uids_free(&backend->partial);
+	fts_lmdb_uids_free(&backend->flagged);
+	fts_lmdb_buf_free(&backend->flags);
 	fts_lmdb_uids_free(&backend->missing);
 	array_free(&backend->conflicts);
 	pool_unref(&backend->session_pool);
@@ -240,8 +241,10 @@ fts_lmdb_update_add_extra(struct lmdb_fts_backend_update_context *ctx,
 	/* parser and decoder output isn't always normalized: html2text
 	   decodes entities, a decoder script prints what it likes */
 	norm = t_buffer_create(ctx->extra->used + 64);
-	if (normalizer(ctx->extra->data, ctx->extra->used, norm) < 0)
-		fts_lmdb_doc_builder_set_partial(ctx->builder);
+	if (normalizer(ctx->extra->data, ctx->extra->used, norm) < 0) {
+		fts_lmdb_doc_builder_add_flags(ctx->builder,
+					       FTS_LMDB_DOC_FLAG_CUT_BODY);
+	}
 	fts_lmdb_doc_append_extra(ctx->builder, norm->data, norm->used);
 }
 
@@ -274,15 +277,16 @@ fts_lmdb_update_capture(struct lmdb_fts_backend_update_context *ctx,
 			mailbox_get_vname(ctx->box), uid, error);
 	}
 	fts_lmdb_update_add_extra(ctx, normalizer);
-	if (ctx->extra_truncated)
-		fts_lmdb_doc_builder_set_partial(ctx->builder);
+	if (ctx->extra_truncated) {
+		fts_lmdb_doc_builder_add_flags(ctx->builder,
+					       FTS_LMDB_DOC_FLAG_CUT_BODY);
+	}
 	fts_lmdb_doc_encode(ctx->builder, &ctx->encoded);
 	fts_lmdb_doc_builder_view(ctx->builder, &doc);
 	fts_lmdb_doc_grams(&doc, ctx->grams, spaces);
 	for (i = 0; i < FTS_LMDB_SPACE_COUNT; i++)
 		grams[i] = &ctx->grams[i];
-	fts_lmdb_batch_add(ctx->batch, uid,
-			   doc.partial ? FTS_LMDB_UID_FLAG_PARTIAL : 0,
+	fts_lmdb_batch_add(ctx->batch, uid, doc.flags,
 			   ctx->encoded.data, ctx->encoded.used,
 			   spaces, grams, FTS_LMDB_SPACE_COUNT);
 	ctx->indexed++;

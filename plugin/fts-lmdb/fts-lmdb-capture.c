@@ -200,7 +200,7 @@ int fts_lmdb_capture_mail(struct mail *mail, normalizer_func_t *normalizer,
 	if (mail_get_stream_because(mail, NULL, NULL, "fts-lmdb indexing",
 				    &input) < 0) {
 		*error_r = mailbox_get_last_internal_error(mail->box, NULL);
-		fts_lmdb_doc_builder_set_partial(b);
+		fts_lmdb_doc_builder_add_flags(b, FTS_LMDB_DOC_FLAG_PARTIAL);
 		return -1;
 	}
 	i_zero(&ctx);
@@ -219,7 +219,7 @@ int fts_lmdb_capture_mail(struct mail *mail, normalizer_func_t *normalizer,
 		*error_r = t_strdup_printf("read(%s) failed: %s",
 					   i_stream_get_name(input),
 					   i_stream_get_error(input));
-		fts_lmdb_doc_builder_set_partial(b);
+		fts_lmdb_doc_builder_add_flags(b, FTS_LMDB_DOC_FLAG_PARTIAL);
 		return -1;
 	}
 	return 0;

@@ -25,7 +25,7 @@ struct fts_lmdb_doc_builder_hdr {
 
 struct fts_lmdb_doc_builder {
 	size_t max_text, text_used;
-	bool partial;
+	uint8_t flags;
 	struct fts_lmdb_buf hdr_text, body, extra;
 	/* header names and address/LWSP forms */
 	struct fts_lmdb_buf aux;
@@ -123,26 +123,29 @@ void fts_lmdb_doc_builder_reset(struct fts_lmdb_doc_builder *b)
 	b->hdr_text.used = b->body.used = b->extra.used = b->aux.used = 0;
 	b->hdr_count = 0;
 	b->text_used = 0;
-	b->partial = false;
+	b->flags = 0;
 }
 
-void fts_lmdb_doc_builder_set_partial(struct fts_lmdb_doc_builder *b)
+void fts_lmdb_doc_builder_add_flags(struct fts_lmdb_doc_builder *b,
+				    uint8_t flags)
 {
-	b->partial = true;
+	b->flags |= flags & FTS_LMDB_DOC_FLAGS_ALL;
 }
 
-bool fts_lmdb_doc_builder_is_partial(const struct fts_lmdb_doc_builder *b)
+uint8_t fts_lmdb_doc_builder_flags(const struct fts_lmdb_doc_builder *b)
 {
-	return b->partial;
+	return b->flags;
 }
 
-/* How much of size still fits under max_text; sets partial if not all. */
-static size_t builder_room(struct fts_lmdb_doc_builder *b, size_t size)
+/* How much of size still fits under max_text; if not all, cut_flag says
+   what is now incomplete. */
+static size_t builder_room(struct fts_lmdb_doc_builder *b, size_t size,
+			   uint8_t cut_flag)
 {
 	size_t room = b->max_text - b->text_used;
 
 	if (size > room) {
-		b->partial = true;
+		b->flags |= cut_flag;
 		size = room;
 	}
 	b->text_used += size;
@@ -154,20 +157,23 @@ size_t fts_lmdb_doc_append_hdr_text(struct fts_lmdb_doc_builder *b,
 {
 	size_t off = b->hdr_text.used;
 
-	fts_lmdb_buf_append(&b->hdr_text, data, builder_room(b, size));
+	fts_lmdb_buf_append(&b->hdr_text, data,
+			    builder_room(b, size, FTS_LMDB_DOC_FLAG_CUT_HDR_TEXT));
 	return off;
 }
 
 void fts_lmdb_doc_append_body(struct fts_lmdb_doc_builder *b,
 			      const void *data, size_t size)
 {
-	fts_lmdb_buf_append(&b->body, data, builder_room(b, size));
+	fts_lmdb_buf_append(&b->body, data,
+			    builder_room(b, size, FTS_LMDB_DOC_FLAG_CUT_BODY));
 }
 
 void fts_lmdb_doc_append_extra(struct fts_lmdb_doc_builder *b,
 			       const void *data, size_t size)
 {
-	fts_lmdb_buf_append(&b->extra, data, builder_room(b, size));
+	fts_lmdb_buf_append(&b->extra, data,
+			    builder_room(b, size, FTS_LMDB_DOC_FLAG_CUT_BODY));
 }
 
 void fts_lmdb_doc_part_break(struct fts_lmdb_doc_builder *b)
@@ -200,8 +206,10 @@ void fts_lmdb_doc_add_header(struct fts_lmdb_doc_builder *b,
 	/* a header whose text didn't fit can't be answered exactly */
 	if (value_off > b->hdr_text.used ||
 	    value_len > b->hdr_text.used - value_off ||
-	    builder_room(b, extra) < extra)
+	    builder_room(b, extra, FTS_LMDB_DOC_FLAG_CUT_HDRS) < extra) {
+		b->flags |= FTS_LMDB_DOC_FLAG_CUT_HDRS;
 		return;
+	}
 	if (b->hdr_count == b->hdr_cap) {
 		b->hdr_cap = b->hdr_cap < 16 ? 16 : b->hdr_cap * 2;
 		b->hdrs = realloc(b->hdrs, b->hdr_cap * sizeof(*b->hdrs));
@@ -253,7 +261,7 @@ void fts_lmdb_doc_builder_view(struct fts_lmdb_doc_builder *b,
 		v->forms = h->forms;
 	}
 	memset(doc_r, 0, sizeof(*doc_r));
-	doc_r->partial = b->partial;
+	doc_r->flags = b->flags;
 	doc_r->hdr_text = b->hdr_text.data;
 	doc_r->hdr_text_len = b->hdr_text.used;
 	doc_r->body = b->body.data;
@@ -342,7 +350,7 @@ void fts_lmdb_doc_encode(struct fts_lmdb_doc_builder *b,
 
 	builder_serialize(b);
 	head[0] = FTS_LMDB_DOC_VERSION;
-	head[1] = b->partial ? FTS_LMDB_DOC_FLAG_PARTIAL : 0;
+	head[1] = b->flags;
 	out->used = 0;
 	fts_lmdb_buf_append(out, head, sizeof(head));
 	encode_section(b, &b->raw_head, out);
@@ -380,7 +388,7 @@ int fts_lmdb_doc_peek_flags(const void *data, size_t size)
 	const uint8_t *p = data;
 
 	if (size < 2 + 3 + 3 || p[0] != FTS_LMDB_DOC_VERSION ||
-	    (p[1] & ~FTS_LMDB_DOC_FLAG_PARTIAL) != 0)
+	    (p[1] & ~FTS_LMDB_DOC_FLAGS_ALL) != 0)
 		return -1;
 	return p[1];
 }
@@ -534,7 +542,7 @@ int fts_lmdb_doc_decode(struct fts_lmdb_doc_reader *r, const void *data,
 	if (read_section(&p, end, &head) < 0 ||
 	    read_section(&p, end, &body) < 0 || p != end)
 		return -1;
-	doc_r->partial = (flags & FTS_LMDB_DOC_FLAG_PARTIAL) != 0;
+	doc_r->flags = flags;
 	if ((parts & FTS_LMDB_DOC_HEAD) != 0 &&
 	    (section_payload(r, &head, &r->raw_head, &payload,
 			     &payload_size) < 0 ||

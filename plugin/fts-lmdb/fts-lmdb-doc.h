@@ -9,8 +9,9 @@
  *
  * VALUE (the value of a "fts_doc" entry)
  *     u8     format version (1)
- *     u8     flags: 0x01 partial (text was cut at fts_lmdb_max_text: the
- *            message is answered as "maybe" and Dovecot reads it)
+ *     u8     flags: what the text lacks (FTS_LMDB_DOC_FLAG_*); searches
+ *            that need a missing piece answer the message as "maybe", so
+ *            Dovecot reads it
  *     the "head" section, then the "body" section, each:
  *       u8     codec: 0 raw, 1 zstd frame
  *       varint size of the section's payload
@@ -51,7 +52,15 @@
 #include <stdbool.h>
 
 #define FTS_LMDB_DOC_VERSION 1
+/* the message couldn't be read completely: nothing is certain */
 #define FTS_LMDB_DOC_FLAG_PARTIAL 0x01
+/* fts_lmdb_max_text cut: a top-level header (HEADER, FROM, SUBJECT...) */
+#define FTS_LMDB_DOC_FLAG_CUT_HDRS 0x02
+/* ... header lines (TEXT) */
+#define FTS_LMDB_DOC_FLAG_CUT_HDR_TEXT 0x04
+/* ... the body or extra text (BODY, TEXT) */
+#define FTS_LMDB_DOC_FLAG_CUT_BODY 0x08
+#define FTS_LMDB_DOC_FLAGS_ALL 0x0f
 #define FTS_LMDB_DOC_CODEC_RAW 0
 #define FTS_LMDB_DOC_CODEC_ZSTD 1
 /* which sections fts_lmdb_doc_decode() decompresses */
@@ -87,7 +96,7 @@ struct fts_lmdb_doc_hdr {
 };
 
 struct fts_lmdb_doc {
-	bool partial;
+	uint8_t flags;
 	const uint8_t *hdr_text, *body, *extra;
 	size_t hdr_text_len, body_len, extra_len;
 	unsigned int hdr_count;
@@ -118,9 +127,12 @@ void fts_lmdb_buf_free(struct fts_lmdb_buf *buf);
 struct fts_lmdb_doc_builder *fts_lmdb_doc_builder_new(size_t max_text);
 void fts_lmdb_doc_builder_free(struct fts_lmdb_doc_builder **b);
 void fts_lmdb_doc_builder_reset(struct fts_lmdb_doc_builder *b);
-/* Mark the message partial (e.g. the text couldn't be read completely). */
-void fts_lmdb_doc_builder_set_partial(struct fts_lmdb_doc_builder *b);
-bool fts_lmdb_doc_builder_is_partial(const struct fts_lmdb_doc_builder *b);
+/* Record that the text lacks something (FTS_LMDB_DOC_FLAG_*), e.g. the
+   message couldn't be read completely. */
+void fts_lmdb_doc_builder_add_flags(struct fts_lmdb_doc_builder *b,
+				    uint8_t flags);
+/* FTS_LMDB_DOC_FLAG_* of what was built so far */
+uint8_t fts_lmdb_doc_builder_flags(const struct fts_lmdb_doc_builder *b);
 /* Append to the "hdr" text.  Returns the offset the data starts at. */
 size_t fts_lmdb_doc_append_hdr_text(struct fts_lmdb_doc_builder *b,
 				    const void *data, size_t size);

@@ -29,7 +29,8 @@ static int maint_index_uids(struct lmdb_fts_backend *backend,
 	ret = ldb_txn_begin(fts_lmdb_store_env(backend->store), FALSE, &txn);
 	if (ret < 0)
 		return ret;
-	ret = fts_lmdb_store_uids(txn, backend->store, box_id, live, NULL);
+	ret = fts_lmdb_store_uids(txn, backend->store, box_id, live, NULL,
+				  NULL);
 	ldb_txn_abort(&txn);
 	return ret;
 }

@@ -28,7 +28,11 @@ struct lmdb_fts_backend {
 	struct mailbox *cache_box;
 	struct fts_lmdb_box_rec cache_rec;
 	bool cache_rec_ok;
-	struct fts_lmdb_uids live, partial, missing;
+	/* indexed UIDs; those whose text lacks something, with their
+	   FTS_LMDB_DOC_FLAG_* in flags; those without text that should have
+	   it */
+	struct fts_lmdb_uids live, flagged, missing;
+	struct fts_lmdb_buf flags;
 };
 
 #define LMDB_FTS_BACKEND(b) \

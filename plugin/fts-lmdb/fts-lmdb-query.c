@@ -421,7 +421,8 @@ void fts_lmdb_lookup_done(struct lmdb_fts_backend *backend)
 	backend->session_analyzed = FALSE;
 	backend->cache_box = NULL;
 	fts_lmdb_uids_clear(&backend->live);
-	fts_lmdb_uids_clear(&backend->partial);
+	fts_lmdb_uids_clear(&backend->flagged);
+	backend->flags.used = 0;
 	fts_lmdb_uids_clear(&backend->missing);
 }
 
@@ -456,7 +457,8 @@ static int lookup_box(struct lmdb_fts_backend *backend, struct mailbox *box)
 		return backend->cache_rec_ok ? 1 : 0;
 	backend->cache_box = NULL;
 	fts_lmdb_uids_clear(&backend->live);
-	fts_lmdb_uids_clear(&backend->partial);
+	fts_lmdb_uids_clear(&backend->flagged);
+	backend->flags.used = 0;
 	fts_lmdb_uids_clear(&backend->missing);
 	if (fts_lmdb_box_identity(box, guid, &uidvalidity) < 0)
 		return -1;
@@ -467,7 +469,8 @@ static int lookup_box(struct lmdb_fts_backend *backend, struct mailbox *box)
 	if (ret >= 0 && backend->cache_rec_ok) {
 		ret = fts_lmdb_store_uids(backend->txn, backend->store,
 					  backend->cache_rec.box_id,
-					  &backend->live, &backend->partial);
+					  &backend->live, &backend->flagged,
+					  &backend->flags);
 	}
 	if (ret < 0) {
 		e_error(backend->event, "%s",
@@ -478,6 +481,35 @@ static int lookup_box(struct lmdb_fts_backend *backend, struct mailbox *box)
 		lookup_missing(backend, box, backend->cache_rec.last_uid);
 	backend->cache_box = box;
 	return backend->cache_rec_ok ? 1 : 0;
+}
+
+static uint8_t query_arg_needs(const struct query_arg *qa)
+{
+	switch (qa->kind) {
+	case QUERY_HEADER:
+		return FTS_LMDB_DOC_FLAG_PARTIAL | FTS_LMDB_DOC_FLAG_CUT_HDRS;
+	case QUERY_BODY:
+		return FTS_LMDB_DOC_FLAG_PARTIAL | FTS_LMDB_DOC_FLAG_CUT_BODY;
+	case QUERY_TEXT:
+		break;
+	}
+	return FTS_LMDB_DOC_FLAGS_ALL;
+}
+
+static void lookup_lacking(struct lmdb_fts_backend *backend,
+			   ARRAY_TYPE(fts_lmdb_query_arg) *qargs,
+			   struct fts_lmdb_uids *out)
+{
+	const struct query_arg *qa;
+	uint8_t mask = 0;
+	size_t i;
+
+	array_foreach(qargs, qa)
+		mask |= query_arg_needs(qa);
+	for (i = 0; i < backend->flagged.n; i++) {
+		if ((backend->flags.data[i] & mask) != 0)
+			fts_lmdb_uids_push(out, backend->flagged.v[i]);
+	}
 }
 
 static void uids_to_ranges(const struct fts_lmdb_uids *uids,
@@ -505,7 +537,8 @@ static int lookup_level(struct lmdb_fts_backend *backend,
 	i_zero(&q);
 	q.backend = backend;
 	q.box_id = backend->cache_rec.box_id;
-	fts_lmdb_uids_copy(&maybe, &backend->partial);
+	/* messages whose text lacks what these arguments search */
+	lookup_lacking(backend, qargs, &maybe);
 	fts_lmdb_uids_union(&maybe, &backend->missing);
 	fts_lmdb_uids_copy(&universe, &backend->live);
 	fts_lmdb_uids_remove(&universe, &maybe);

@@ -296,7 +296,7 @@ int fts_lmdb_store_doc_get(struct ldb_txn *txn, struct fts_lmdb_store *store,
 
 int fts_lmdb_store_uids(struct ldb_txn *txn, struct fts_lmdb_store *store,
 			uint32_t box_id, struct fts_lmdb_uids *live,
-			struct fts_lmdb_uids *partial)
+			struct fts_lmdb_uids *flagged, struct fts_lmdb_buf *flags)
 {
 	uint8_t prefix[FTS_LMDB_DOC_KEY_SIZE];
 	struct ldb_cursor *cursor;
@@ -317,9 +317,11 @@ int fts_lmdb_store_uids(struct ldb_txn *txn, struct fts_lmdb_store *store,
 		    memcmp(k, prefix, 4) != 0)
 			break;
 		fts_lmdb_uids_push(live, get_be32(k + 4));
-		if (partial != NULL && size >= 1 &&
-		    (((const uint8_t *)data)[0] & FTS_LMDB_UID_FLAG_PARTIAL) != 0)
-			fts_lmdb_uids_push(partial, get_be32(k + 4));
+		if (flagged != NULL && size >= 1 &&
+		    ((const uint8_t *)data)[0] != 0) {
+			fts_lmdb_uids_push(flagged, get_be32(k + 4));
+			fts_lmdb_buf_append(flags, data, 1);
+		}
 	}
 	ldb_cursor_close(&cursor);
 	return ret < 0 ? ret : 0;
@@ -463,11 +465,16 @@ static int post_read_all(struct ldb_txn *txn, struct fts_lmdb_store *store,
 			 const uint8_t prefix[FTS_LMDB_POST_KEY_SIZE],
 			 struct fts_lmdb_uids *all, struct fts_lmdb_uids *firsts)
 {
+	uint8_t start[FTS_LMDB_POST_KEY_SIZE];
 	struct ldb_cursor *cursor;
-	const void *key = prefix, *data;
-	size_t key_size = FTS_LMDB_POST_KEY_SIZE, size;
+	const void *key = start, *data;
+	size_t key_size = sizeof(start), size;
 	enum ldb_cursor_op op = LDB_CURSOR_SET_RANGE;
 	int ret;
+
+	/* from the gram's first block, whatever UID prefix carries */
+	memcpy(start, prefix, FTS_LMDB_POST_PREFIX_SIZE);
+	put_be32(start + FTS_LMDB_POST_PREFIX_SIZE, 0);
 
 	if ((ret = ldb_cursor_open(txn, store->dbi_post, &cursor)) < 0)
 		return ret;
@@ -1152,7 +1159,8 @@ static int compact_snapshot(struct fts_lmdb_store *store,
 		return ret;
 	ret = fts_lmdb_store_box_get(txn, store, guid, rec_r);
 	if (ret > 0 && rec_r->dead > 0 &&
-	    fts_lmdb_store_uids(txn, store, rec_r->box_id, live, NULL) < 0)
+	    fts_lmdb_store_uids(txn, store, rec_r->box_id, live, NULL,
+				NULL) < 0)
 		ret = -1;
 	ldb_txn_abort(&txn);
 	return ret;

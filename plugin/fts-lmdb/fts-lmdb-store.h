@@ -40,8 +40,8 @@
  *              (fts-lmdb-doc.h), used to verify every candidate.
  *
  *   "fts_uid"  key: box id (4) + UID (4)       value: u8 flags
- *              (0x01 = partial).  The indexed UIDs, small enough to scan
- *              for NOT and for keys shorter than a gram.
+ *              (FTS_LMDB_DOC_FLAG_*: what the text lacks).  The indexed
+ *              UIDs, small enough to scan for NOT.
  *
  * POSTING SPACES: 'B' body and extra text, 'H' all header lines, 'S' the
  * whitespace-compressed Subject, 'F' 'T' 'C' 'D' the address forms of
@@ -65,7 +65,6 @@
 #define FTS_LMDB_POST_KEY_SIZE 17
 #define FTS_LMDB_DOC_KEY_SIZE 8
 
-#define FTS_LMDB_UID_FLAG_PARTIAL 0x01
 
 struct fts_lmdb_store;
 struct fts_lmdb_batch;
@@ -110,10 +109,11 @@ int fts_lmdb_store_postings(struct ldb_txn *txn, struct fts_lmdb_store *store,
 int fts_lmdb_store_doc_get(struct ldb_txn *txn, struct fts_lmdb_store *store,
 			   uint32_t box_id, uint32_t uid,
 			   const void **data_r, size_t *size_r);
-/* The indexed UIDs; partial may be NULL. */
+/* The indexed UIDs; if flagged isn't NULL, also those with flags, and
+   their flags in flags (one byte each). */
 int fts_lmdb_store_uids(struct ldb_txn *txn, struct fts_lmdb_store *store,
 			uint32_t box_id, struct fts_lmdb_uids *live,
-			struct fts_lmdb_uids *partial);
+			struct fts_lmdb_uids *flagged, struct fts_lmdb_buf *flags);
 
 /* ---- indexing: a batch is written in one transaction ---- */
 /* base_last_uid: the box's last UID when indexing started (0 if it had

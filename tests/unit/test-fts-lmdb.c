@@ -597,7 +597,7 @@ static void test_doc_roundtrip(void **state)
 	fts_lmdb_doc_encode(b, &enc);
 	assert_int_equal(fts_lmdb_doc_decode(r, enc.data, enc.used, BOTH,
 					     &doc), 0);
-	assert_false(doc.partial);
+	assert_int_equal(doc.flags, 0);
 	assert_int_equal(doc.hdr_count, 3);
 	check_sample_doc(&doc);
 
@@ -657,19 +657,33 @@ static void test_doc_compress_and_cap(void **state)
 					    true));
 	fts_lmdb_doc_builder_free(&b);
 
+	/* the cut records which part of the text it affected */
 	b = fts_lmdb_doc_builder_new(100);
+	fts_lmdb_doc_append_hdr_text(b, "SUBJECT: X\r\n", 12);
+	fts_lmdb_doc_add_header(b, "Subject", 7, 9, 1, NULL, 0, "X", 1);
 	fts_lmdb_doc_append_body(b, "0123456789", 10);
-	assert_false(fts_lmdb_doc_builder_is_partial(b));
+	assert_int_equal(fts_lmdb_doc_builder_flags(b), 0);
 	for (int i = 0; i < 20; i++)
 		fts_lmdb_doc_append_body(b, "0123456789", 10);
-	assert_true(fts_lmdb_doc_builder_is_partial(b));
+	assert_int_equal(fts_lmdb_doc_builder_flags(b),
+			 FTS_LMDB_DOC_FLAG_CUT_BODY);
+	fts_lmdb_doc_add_header(b, "To", 2, 0, 1, "Y", 1, NULL, 0);
+	fts_lmdb_doc_append_hdr_text(b, "TO: Y\r\n", 7);
+	assert_int_equal(fts_lmdb_doc_builder_flags(b),
+			 FTS_LMDB_DOC_FLAG_CUT_BODY | FTS_LMDB_DOC_FLAG_CUT_HDRS |
+			 FTS_LMDB_DOC_FLAG_CUT_HDR_TEXT);
+	fts_lmdb_doc_builder_add_flags(b, FTS_LMDB_DOC_FLAG_PARTIAL | 0xf0);
 	fts_lmdb_doc_encode(b, &enc);
-	assert_int_equal(fts_lmdb_doc_peek_flags(enc.data, enc.used) &
-			 FTS_LMDB_DOC_FLAG_PARTIAL, FTS_LMDB_DOC_FLAG_PARTIAL);
+	assert_int_equal(fts_lmdb_doc_peek_flags(enc.data, enc.used),
+			 FTS_LMDB_DOC_FLAGS_ALL);
 	assert_int_equal(fts_lmdb_doc_decode(r, enc.data, enc.used, BOTH,
 					     &doc), 0);
-	assert_true(doc.partial);
-	assert_int_equal(doc.body_len, 100);
+	assert_int_equal(doc.flags, FTS_LMDB_DOC_FLAGS_ALL);
+	/* header text, then the name and LWSP form of Subject */
+	assert_int_equal(doc.body_len, 100 - 12 - 8);
+	assert_int_equal(doc.hdr_count, 1);	/* "To" didn't fit */
+	assert_int_equal(fts_lmdb_doc_match_header(&doc, "subject",
+		FTS_LMDB_FORM_LWSP, "X", 1), 1);
 	fts_lmdb_buf_free(&enc);
 	fts_lmdb_doc_reader_free(&r);
 	fts_lmdb_doc_builder_free(&b);
@@ -763,6 +777,44 @@ static void read_postings(struct fts_lmdb_store *store, const uint8_t *guid,
 	ldb_txn_abort(&txn);
 }
 
+/* The UIDs as stored, block by block: duplicates and disorder show. */
+static size_t stored_postings(struct fts_lmdb_store *store, uint32_t box_id,
+			      uint64_t gram)
+{
+	uint8_t prefix[FTS_LMDB_POST_KEY_SIZE];
+	struct fts_lmdb_uids all = { 0 };
+	struct ldb_cursor *cursor;
+	struct ldb_txn *txn;
+	unsigned int dbi;
+	const void *key = prefix, *data;
+	size_t key_size = sizeof(prefix), size, n;
+	enum ldb_cursor_op op = LDB_CURSOR_SET_RANGE;
+
+	fts_lmdb_post_key(box_id, FTS_LMDB_SPACE_BODY, gram, 0, prefix);
+	assert_int_equal(ldb_dbi_open(fts_lmdb_store_env(store), "fts_post",
+				      &dbi), 0);
+	assert_int_equal(ldb_txn_begin(fts_lmdb_store_env(store), false,
+				       &txn), 0);
+	assert_int_equal(ldb_cursor_open(txn, dbi, &cursor), 0);
+	while (ldb_cursor_get(cursor, op, &key, &key_size, &data, &size) > 0 &&
+	       memcmp(key, prefix, 13) == 0) {
+		const uint8_t *k = key;
+		uint32_t first = (uint32_t)k[13] << 24 | k[14] << 16 |
+			k[15] << 8 | k[16];
+
+		op = LDB_CURSOR_NEXT;
+		if (all.n > 0 && first <= all.v[all.n - 1])
+			fail_msg("block %u overlaps the previous one", first);
+		assert_int_equal(fts_lmdb_block_decode(first, data, size,
+						       &all), 0);
+	}
+	ldb_cursor_close(&cursor);
+	ldb_txn_abort(&txn);
+	n = all.n;
+	fts_lmdb_uids_free(&all);
+	return n;
+}
+
 static void read_live(struct fts_lmdb_store *store, uint32_t box_id,
 		      struct fts_lmdb_uids *out)
 {
@@ -771,7 +823,8 @@ static void read_live(struct fts_lmdb_store *store, uint32_t box_id,
 	fts_lmdb_uids_clear(out);
 	assert_int_equal(ldb_txn_begin(fts_lmdb_store_env(store), false,
 				       &txn), 0);
-	assert_int_equal(fts_lmdb_store_uids(txn, store, box_id, out, NULL), 0);
+	assert_int_equal(fts_lmdb_store_uids(txn, store, box_id, out, NULL,
+					     NULL), 0);
 	ldb_txn_abort(&txn);
 }
 
@@ -797,6 +850,7 @@ static void test_store_append(void **state)
 	assert_int_equal(fts_lmdb_batch_flush(f->store, batch), 1);
 	read_postings(f->store, guid1, every, &got, &rec);
 	assert_uids("every", &got, want.v, want.n);
+	assert_int_equal(stored_postings(f->store, rec.box_id, every), 700);
 	assert_int_equal(rec.last_uid, 700);
 	assert_int_equal(rec.uidvalidity, 7);
 	read_postings(f->store, guid1, odd, &got, &rec);
@@ -849,6 +903,18 @@ static void test_store_concurrent_and_merge(void **state)
 		assert_uids("merged", &got, want9, 9);
 	}
 	assert_int_equal(rec.last_uid, 9);
+	/* merged, not stored twice */
+	assert_int_equal(stored_postings(f->store, rec.box_id, gram), 9);
+
+	/* the same over several full blocks */
+	assert_int_equal(fts_lmdb_store_box_repair(f->store, guid1, rec.box_id,
+						   NULL, 0, 0), 0);
+	fts_lmdb_batch_free(&a);
+	a = fts_lmdb_batch_new(guid1, 1, 0);
+	for (uint32_t uid = 1; uid <= 400; uid++)
+		batch_add_uid(a, uid, &gram, 1);
+	assert_int_equal(fts_lmdb_batch_flush(f->store, a), 1);
+	assert_int_equal(stored_postings(f->store, rec.box_id, gram), 400);
 	fts_lmdb_batch_free(&a);
 	fts_lmdb_batch_free(&b);
 	fts_lmdb_uids_free(&got);
@@ -957,6 +1023,7 @@ static void test_store_expunge_compact(void **state)
 	fts_lmdb_uids_push(&want, 1001);
 	read_postings(f->store, guid1, gram, &got, &rec);
 	assert_uids("append after compact", &got, want.v, want.n);
+	assert_int_equal(stored_postings(f->store, rec.box_id, gram), want.n);
 	fts_lmdb_batch_free(&batch);
 	fts_lmdb_uids_free(&got);
 	fts_lmdb_uids_free(&want);
