@@ -51,6 +51,16 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 
 all: $(LMDB_PLUGIN) $(if $(IMAP_LMDB_SRCS),$(IMAP_LMDB_PLUGIN))
 
+# make bench [N=20000] [CORPUS=DIR|MBOX]: lmdb and fts_lmdb against Dovecot's
+# formats and FTS backends (bench/run.py, writes docs/BENCHMARKS.md).
+# Separate from `make test`; installs the "bench" package list first.
+.PHONY: bench
+bench:
+	bash scripts/install-deps.sh bench
+	$(MAKE) all
+	BENCH_COMMAND="make bench$(if $(N), N=$(N))$(if $(CORPUS), CORPUS=$(CORPUS))" \
+		/usr/bin/python3 bench/run.py $(if $(N),--n $(N)) $(if $(CORPUS),--corpus $(CORPUS))
+
 $(BUILD):
 	mkdir -p $(BUILD)
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install, with apt-get, the Debian 12 packages that building, the demo and
 # the tests need.  Only missing packages are installed; run as root.
-#   scripts/install-deps.sh [build|test]   (default: test = everything)
+#   scripts/install-deps.sh [build|test|bench]   (default: test)
+# "bench" (used by `make bench` only) adds Debian's FTS backends that the
+# benchmark compares against; the tests never need them.
 set -euo pipefail
 
 build_pkgs=(make gcc libc6-dev pkg-config dovecot-dev liblmdb-dev libssl-dev
@@ -9,11 +11,13 @@ build_pkgs=(make gcc libc6-dev pkg-config dovecot-dev liblmdb-dev libssl-dev
             python3 openssl curl)
 test_pkgs=(libcmocka-dev python3-pytest lmdb-utils valgrind clang
            debhelper dpkg-dev fakeroot)
+bench_pkgs=(dovecot-fts-xapian dovecot-lucene time valgrind)
 
 want=("${build_pkgs[@]}")
-if [ "${1:-test}" = test ]; then
-  want+=("${test_pkgs[@]}")
-fi
+case "${1:-test}" in
+  test)  want+=("${test_pkgs[@]}") ;;
+  bench) want+=("${bench_pkgs[@]}") ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do
