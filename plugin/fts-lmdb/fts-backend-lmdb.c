@@ -18,6 +18,7 @@
 #include "mail-storage-private.h"
 #include "mailbox-list-private.h"
 #include "mail-search.h"
+#include "message-decoder.h"
 #include "fts-lmdb-private.h"
 
 struct lmdb_fts_backend_update_context {
@@ -39,6 +40,7 @@ struct lmdb_fts_backend_update_context {
 	buffer_t *extra;
 	bool extra_truncated;
 
+	struct message_decoder_context *decoder;
 	struct fts_lmdb_doc_builder *builder;
 	struct fts_lmdb_buf encoded;
 	struct fts_lmdb_grams grams[FTS_LMDB_SPACE_COUNT];
@@ -100,10 +102,23 @@ static void fts_backend_lmdb_deinit(struct fts_backend *_backend)
 	i_free(backend);
 }
 
-int fts_lmdb_backend_open(struct lmdb_fts_backend *backend)
+void fts_lmdb_backend_ldb_settings(struct lmdb_fts_backend *backend,
+				   struct ldb_settings *set_r)
 {
 	struct mail_namespace *ns = backend->backend.ns;
 	struct mailbox_permissions perm;
+
+	mailbox_list_get_root_permissions(ns->list, &perm);
+	ldb_settings_default(set_r);
+	set_r->initial_map_size = backend->set.map_size;
+	set_r->max_map_size = backend->set.max_size;
+	set_r->nosync = ns->mail_set->parsed_fsync_mode == FSYNC_MODE_NEVER;
+	set_r->file_mode = perm.file_create_mode;
+}
+
+int fts_lmdb_backend_open(struct lmdb_fts_backend *backend)
+{
+	struct mail_namespace *ns = backend->backend.ns;
 	struct ldb_settings set;
 	const char *root, *error;
 
@@ -114,12 +129,7 @@ int fts_lmdb_backend_open(struct lmdb_fts_backend *backend)
 	if (mailbox_list_mkdir_root(ns->list, root,
 				    MAILBOX_LIST_PATH_TYPE_INDEX) < 0)
 		return -1;
-	mailbox_list_get_root_permissions(ns->list, &perm);
-	ldb_settings_default(&set);
-	set.initial_map_size = backend->set.map_size;
-	set.max_map_size = backend->set.max_size;
-	set.nosync = ns->mail_set->parsed_fsync_mode == FSYNC_MODE_NEVER;
-	set.file_mode = perm.file_create_mode;
+	fts_lmdb_backend_ldb_settings(backend, &set);
 	if (fts_lmdb_store_open(backend->path, &set, &backend->store,
 				&error) < 0) {
 		e_error(backend->event, "Couldn't open index %s: %s",
@@ -198,6 +208,8 @@ fts_backend_lmdb_update_init(struct fts_backend *_backend)
 	ctx->ctx.backend = _backend;
 	ctx->extra = buffer_create_dynamic(default_pool, 1024);
 	ctx->builder = fts_lmdb_doc_builder_new(backend->set.max_text);
+	ctx->decoder = message_decoder_init(
+		_backend->ns->user->default_normalizer, 0);
 	i_array_init(&ctx->expunges, 64);
 	return &ctx->ctx;
 }
@@ -271,8 +283,8 @@ fts_lmdb_update_capture(struct lmdb_fts_backend_update_context *ctx,
 		return;
 	}
 	fts_lmdb_doc_builder_reset(ctx->builder);
-	if (fts_lmdb_capture_mail(ctx->mail, normalizer, ctx->builder,
-				  &error) < 0) {
+	if (fts_lmdb_capture_mail(ctx->mail, normalizer, ctx->decoder,
+				  ctx->builder, &error) < 0) {
 		e_error(backend->event, "%s UID %u: %s (indexed as partial)",
 			mailbox_get_vname(ctx->box), uid, error);
 	}
@@ -396,6 +408,7 @@ fts_backend_lmdb_update_deinit(struct fts_backend_update_context *_ctx)
 		e_debug(backend->event, "Indexed %u messages", ctx->indexed);
 	buffer_free(&ctx->extra);
 	fts_lmdb_doc_builder_free(&ctx->builder);
+	message_decoder_deinit(&ctx->decoder);
 	fts_lmdb_buf_free(&ctx->encoded);
 	for (unsigned int i = 0; i < FTS_LMDB_SPACE_COUNT; i++)
 		fts_lmdb_grams_free(&ctx->grams[i]);

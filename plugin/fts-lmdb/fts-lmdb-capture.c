@@ -95,7 +95,8 @@ static bool capture_is_address_header(const char *name)
    SUBJECT the forms SEARCH_HEADER_ADDRESS and _COMPRESS_LWSP match. */
 static void capture_root_header(struct fts_lmdb_capture *ctx,
 				const struct message_header_line *hdr,
-				size_t value_off, size_t value_len)
+				size_t value_off, size_t value_len,
+				normalizer_func_t *normalizer)
 {
 	buffer_t *addr = NULL, *lwsp = NULL;
 	string_t *str;
@@ -111,14 +112,14 @@ static void capture_root_header(struct fts_lmdb_capture *ctx,
 		message_address_write(str, list);
 		addr = t_buffer_create(str_len(str) + 16);
 		message_header_decode_utf8(str_data(str), str_len(str), addr,
-					   ctx->normalizer);
+					   normalizer);
 	} else if (strcasecmp(hdr->name, "Subject") == 0) {
 		str = t_str_new(hdr->full_value_len + 1);
 		capture_compress_lwsp(str, hdr->full_value,
 				      hdr->full_value_len);
 		lwsp = t_buffer_create(str_len(str) + 16);
 		message_header_decode_utf8(str_data(str), str_len(str), lwsp,
-					   ctx->normalizer);
+					   normalizer);
 	}
 	fts_lmdb_doc_add_header(ctx->b, hdr->name, hdr->name_len,
 				value_off, value_len,
@@ -130,7 +131,8 @@ static void capture_root_header(struct fts_lmdb_capture *ctx,
 
 static void capture_decoded_header(struct fts_lmdb_capture *ctx,
 				   const struct message_block *raw,
-				   const struct message_header_line *dec)
+				   const struct message_header_line *dec,
+				   normalizer_func_t *normalizer)
 {
 	size_t value_off;
 
@@ -145,7 +147,7 @@ static void capture_decoded_header(struct fts_lmdb_capture *ctx,
 
 	if (raw->part->parent == NULL && !raw->hdr->eoh) T_BEGIN {
 		capture_root_header(ctx, raw->hdr, value_off,
-				    dec->full_value_len);
+				    dec->full_value_len, normalizer);
 	} T_END;
 }
 
@@ -177,13 +179,16 @@ static void capture_block(struct fts_lmdb_capture *ctx,
 		return;
 	if (!message_decoder_decode_next_block(ctx->decoder, raw, &decoded))
 		return;
-	if (decoded.hdr != NULL)
-		capture_decoded_header(ctx, raw, decoded.hdr);
+	if (decoded.hdr != NULL) {
+		capture_decoded_header(ctx, raw, decoded.hdr,
+				       ctx->normalizer);
+	}
 	else
 		fts_lmdb_doc_append_body(ctx->b, decoded.data, decoded.size);
 }
 
 int fts_lmdb_capture_mail(struct mail *mail, normalizer_func_t *normalizer,
+			  struct message_decoder_context *decoder,
 			  struct fts_lmdb_doc_builder *b,
 			  const char **error_r)
 {
@@ -206,15 +211,16 @@ int fts_lmdb_capture_mail(struct mail *mail, normalizer_func_t *normalizer,
 	i_zero(&ctx);
 	ctx.b = b;
 	ctx.normalizer = normalizer;
-	ctx.decoder = message_decoder_init(normalizer, 0);
+	ctx.decoder = decoder;
+	/* message_search_msg_real(): message_search_reset() */
 	ctx.content_type_text = TRUE;
+	message_decoder_decode_reset(decoder);
 
 	parser = message_parser_init(pool_datastack_create(), input,
 				     &parser_set);
 	while ((ret = message_parser_parse_next_block(parser, &raw)) > 0)
 		capture_block(&ctx, &raw);
 	message_parser_deinit(&parser, &parts);
-	message_decoder_deinit(&ctx.decoder);
 	if (input->stream_errno != 0) {
 		*error_r = t_strdup_printf("read(%s) failed: %s",
 					   i_stream_get_name(input),

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* dedupe a gram array once it holds this many unsorted entries */
-#define FTS_LMDB_GRAMS_COMPACT 65536
 
 static void *fts_lmdb_realloc(void *ptr, size_t count, size_t size)
 {
@@ -334,60 +332,118 @@ unsigned int fts_lmdb_utf8_get(const uint8_t *p, const uint8_t *end,
 	return len;
 }
 
-static int gram_cmp(const void *p1, const void *p2)
+static void sort_u64_small(uint64_t *v, size_t n)
 {
-	uint64_t a = *(const uint64_t *)p1, b = *(const uint64_t *)p2;
+	size_t i, j;
 
-	return a < b ? -1 : (a > b ? 1 : 0);
+	for (i = 1; i < n; i++) {
+		uint64_t x = v[i];
+
+		for (j = i; j > 0 && v[j - 1] > x; j--)
+			v[j] = v[j - 1];
+		v[j] = x;
+	}
 }
 
-/* Sort the unsorted tail, drop its duplicates and merge it into the
-   sorted head. */
+void fts_lmdb_sort_u64(uint64_t *v, uint64_t *tmp, size_t n)
+{
+	size_t count[256], i, sum, c;
+	uint64_t *src = v, *dest = tmp, *swap;
+	unsigned int shift;
+
+	if (n < 64) {
+		sort_u64_small(v, n);
+		return;
+	}
+	for (shift = 0; shift < 64; shift += 8) {
+		memset(count, 0, sizeof(count));
+		for (i = 0; i < n; i++)
+			count[(src[i] >> shift) & 0xff]++;
+		/* a byte that is the same everywhere needs no pass */
+		if (count[(src[0] >> shift) & 0xff] == n)
+			continue;
+		for (i = 0, sum = 0; i < 256; i++) {
+			c = count[i];
+			count[i] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			dest[count[(src[i] >> shift) & 0xff]++] = src[i];
+		swap = src; src = dest; dest = swap;
+	}
+	if (src != v)
+		memcpy(v, src, n * sizeof(*v));
+}
+
+#define FTS_LMDB_GRAM_EMPTY UINT64_MAX
+
 void fts_lmdb_grams_finish(struct fts_lmdb_grams *g)
 {
-	uint64_t *tail, *merged;
-	size_t i, j, tn = 0, out = 0, head = g->sorted;
+	uint64_t *tmp;
 
-	if (head == g->n)
-		return;
-	tail = g->v + head;
-	qsort(tail, g->n - head, sizeof(*tail), gram_cmp);
-	for (i = 0; i < g->n - head; i++) {
-		if (tn == 0 || tail[tn - 1] != tail[i])
-			tail[tn++] = tail[i];
-	}
-	if (head == 0) {
-		g->n = g->sorted = tn;
+	if (g->n < 64) {
+		sort_u64_small(g->v, g->n);
 		return;
 	}
-	merged = fts_lmdb_realloc(NULL, head + tn, sizeof(*merged));
-	for (i = 0, j = 0; i < head || j < tn;) {
-		if (j == tn || (i < head && g->v[i] < tail[j]))
-			merged[out++] = g->v[i++];
-		else if (i == head || tail[j] < g->v[i])
-			merged[out++] = tail[j++];
-		else {
-			merged[out++] = g->v[i++];
-			j++;
-		}
+	tmp = fts_lmdb_realloc(NULL, g->n, sizeof(*tmp));
+	fts_lmdb_sort_u64(g->v, tmp, g->n);
+	free(tmp);
+}
+
+static size_t gram_slot(const struct fts_lmdb_grams *g, uint64_t gram)
+{
+	/* Fibonacci hashing; table_cap is a power of two */
+	return (size_t)((gram * 0x9e3779b97f4a7c15ULL) >> 32) &
+		(g->table_cap - 1);
+}
+
+static void grams_table_insert(struct fts_lmdb_grams *g, uint64_t gram)
+{
+	size_t i = gram_slot(g, gram);
+
+	while (g->table[i] != FTS_LMDB_GRAM_EMPTY)
+		i = (i + 1) & (g->table_cap - 1);
+	g->table[i] = gram;
+}
+
+static void grams_table_grow(struct fts_lmdb_grams *g)
+{
+	size_t i;
+
+	free(g->table);
+	g->table_cap = g->table_cap < 256 ? 256 : g->table_cap * 2;
+	g->table = fts_lmdb_realloc(NULL, g->table_cap, sizeof(*g->table));
+	memset(g->table, 0xff, g->table_cap * sizeof(*g->table));
+	for (i = 0; i < g->n; i++) {
+		if (g->v[i] != FTS_LMDB_GRAM_EMPTY)
+			grams_table_insert(g, g->v[i]);
 	}
-	free(g->v);
-	g->v = merged;
-	g->cap = head + tn;
-	g->n = g->sorted = out;
 }
 
 void fts_lmdb_grams_add(struct fts_lmdb_grams *g, uint64_t gram)
 {
+	size_t i;
+
+	if (gram == FTS_LMDB_GRAM_EMPTY) {
+		/* can't live in the table */
+		if (g->have_empty_value)
+			return;
+		g->have_empty_value = true;
+	} else {
+		/* keep the table at most half full */
+		if (g->table_cap < 2 * (g->n + 1))
+			grams_table_grow(g);
+		i = gram_slot(g, gram);
+		while (g->table[i] != FTS_LMDB_GRAM_EMPTY) {
+			if (g->table[i] == gram)
+				return;
+			i = (i + 1) & (g->table_cap - 1);
+		}
+		g->table[i] = gram;
+	}
 	if (g->n == g->cap) {
-		if (g->n - g->sorted >= FTS_LMDB_GRAMS_COMPACT) {
-			fts_lmdb_grams_finish(g);
-			/* still mostly distinct grams: grow anyway */
-		}
-		if (g->n == g->cap) {
-			g->cap = g->cap < 256 ? 256 : g->cap * 2;
-			g->v = fts_lmdb_realloc(g->v, g->cap, sizeof(*g->v));
-		}
+		g->cap = g->cap < 256 ? 256 : g->cap * 2;
+		g->v = fts_lmdb_realloc(g->v, g->cap, sizeof(*g->v));
 	}
 	g->v[g->n++] = gram;
 }
@@ -423,12 +479,35 @@ void fts_lmdb_grams_add_text(struct fts_lmdb_grams *g, const void *text,
 
 void fts_lmdb_grams_clear(struct fts_lmdb_grams *g)
 {
-	g->n = g->sorted = 0;
+	size_t i, slot;
+
+	if (g->table_cap > 64 * (g->n + 1024)) {
+		/* a huge message grew the table: don't keep paying for it */
+		free(g->table);
+		g->table = NULL;
+		g->table_cap = 0;
+	} else if (g->table != NULL && g->n * 8 < g->table_cap) {
+		/* few values in a big table: free just their slots (linear
+		   probing: clearing every value's slot empties the table) */
+		for (i = 0; i < g->n; i++) {
+			if (g->v[i] == FTS_LMDB_GRAM_EMPTY)
+				continue;
+			slot = gram_slot(g, g->v[i]);
+			while (g->table[slot] != g->v[i])
+				slot = (slot + 1) & (g->table_cap - 1);
+			g->table[slot] = FTS_LMDB_GRAM_EMPTY;
+		}
+	} else if (g->table != NULL) {
+		memset(g->table, 0xff, g->table_cap * sizeof(*g->table));
+	}
+	g->n = 0;
+	g->have_empty_value = false;
 }
 
 void fts_lmdb_grams_free(struct fts_lmdb_grams *g)
 {
 	free(g->v);
+	free(g->table);
 	memset(g, 0, sizeof(*g));
 }
 

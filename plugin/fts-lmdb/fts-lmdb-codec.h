@@ -36,11 +36,16 @@ struct fts_lmdb_uids {
 	size_t n, cap;
 };
 
+/* A set of distinct grams: v[0..n) in the order added (sorted after
+   fts_lmdb_grams_finish()), with a hash table that keeps duplicates out.
+   Zero-initialize. */
 struct fts_lmdb_grams {
 	uint64_t *v;
 	size_t n, cap;
-	/* v[0..sorted) is sorted and unique */
-	size_t sorted;
+	/* open addressing; FTS_LMDB_GRAM_EMPTY marks a free slot */
+	uint64_t *table;
+	size_t table_cap;
+	bool have_empty_value;
 };
 
 /* ---- varints ---- */
@@ -91,13 +96,15 @@ uint64_t fts_lmdb_gram_pack1(uint32_t c);
 unsigned int fts_lmdb_utf8_get(const uint8_t *p, const uint8_t *end,
 			       uint32_t *cp_r);
 /* Add the trigrams of text to g, and with short_grams its unigrams and
-   bigrams too.  Duplicates are dropped now and then, so memory stays
-   proportional to the distinct grams. */
+   bigrams too.  Memory stays proportional to the distinct grams. */
 void fts_lmdb_grams_add_text(struct fts_lmdb_grams *g, const void *text,
 			     size_t size, bool short_grams);
 void fts_lmdb_grams_add(struct fts_lmdb_grams *g, uint64_t gram);
-/* sort and drop duplicates */
+/* sort (duplicates are never stored) */
 void fts_lmdb_grams_finish(struct fts_lmdb_grams *g);
+/* Sort v ascending (LSD radix sort through tmp, which has room for n;
+   qsort()'s indirect comparisons dominated indexing). */
+void fts_lmdb_sort_u64(uint64_t *v, uint64_t *tmp, size_t n);
 void fts_lmdb_grams_clear(struct fts_lmdb_grams *g);
 void fts_lmdb_grams_free(struct fts_lmdb_grams *g);
 

@@ -641,7 +641,7 @@ int fts_lmdb_doc_match_header(const struct fts_lmdb_doc *doc,
 
 static void doc_header_grams(const struct fts_lmdb_doc *doc,
 			     struct fts_lmdb_grams *grams,
-			     const uint8_t *spaces, unsigned int count)
+			     const uint8_t *spaces)
 {
 	static const struct {
 		const char *name;
@@ -676,8 +676,6 @@ static void doc_header_grams(const struct fts_lmdb_doc *doc,
 						h->addr_len, false);
 		}
 	}
-	for (s = 0; s < count; s++)
-		fts_lmdb_grams_finish(&grams[s]);
 }
 
 void fts_lmdb_doc_grams(const struct fts_lmdb_doc *doc,
@@ -701,5 +699,5 @@ void fts_lmdb_doc_grams(const struct fts_lmdb_doc *doc,
 	fts_lmdb_grams_add_text(&grams[0], doc->extra, doc->extra_len, true);
 	fts_lmdb_grams_add_text(&grams[1], doc->hdr_text, doc->hdr_text_len,
 				true);
-	doc_header_grams(doc, grams, spaces, FTS_LMDB_SPACE_COUNT);
+	doc_header_grams(doc, grams, spaces);
 }

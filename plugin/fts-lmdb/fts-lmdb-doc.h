@@ -183,8 +183,8 @@ int fts_lmdb_doc_match_header(const struct fts_lmdb_doc *doc,
 bool fts_lmdb_hdr_name_eq(const uint8_t *name, size_t name_len,
 			  const char *field);
 
-/* The distinct grams of each posting space of doc: grams[i] (an array of
-   FTS_LMDB_SPACE_COUNT) receives those of space spaces_r[i]. */
+/* The distinct grams of each posting space of doc, unsorted: grams[i] (an
+   array of FTS_LMDB_SPACE_COUNT) receives those of space spaces_r[i]. */
 void fts_lmdb_doc_grams(const struct fts_lmdb_doc *doc,
 			struct fts_lmdb_grams *grams, uint8_t *spaces_r);
 

@@ -140,6 +140,32 @@ int fts_lmdb_rescan(struct lmdb_fts_backend *backend)
 	return ret;
 }
 
+/* Give the free pages back to the filesystem.  Only possible while no
+   process has the index open (LDB_ERR_LOCKED otherwise, which is no
+   error: the pages are reused for new postings anyway). */
+static void maint_shrink(struct lmdb_fts_backend *backend)
+{
+	struct ldb_compact_result res;
+	struct ldb_settings set;
+	const char *error;
+	int ret;
+
+	fts_lmdb_store_close(&backend->store);
+	fts_lmdb_backend_ldb_settings(backend, &set);
+	ret = ldb_env_compact(backend->path, &set, 0, &res, &error);
+	if (ret == LDB_ERR_LOCKED) {
+		e_debug(backend->event, "optimize: index in use, not shrunk: %s",
+			error);
+	} else if (ret < 0) {
+		e_error(backend->event, "optimize: shrinking %s failed: %s",
+			backend->path, error);
+	} else {
+		e_debug(backend->event, "optimize: %s shrunk from %lld to "
+			"%lld bytes", backend->path, res.size_before,
+			res.size_after);
+	}
+}
+
 int fts_lmdb_optimize(struct lmdb_fts_backend *backend)
 {
 	struct fts_lmdb_box_entry *boxes;
@@ -167,8 +193,10 @@ int fts_lmdb_optimize(struct lmdb_fts_backend *backend)
 	free(boxes);
 	if (ret >= 0 && (ret = fts_lmdb_store_purge_dead(backend->store)) > 0)
 		e_debug(backend->event, "optimize: purged %d old mailbox ids", ret);
-	if (ret >= 0)
+	if (ret >= 0) {
+		maint_shrink(backend);
 		return 0;
+	}
 failed:
 	e_error(backend->event, "optimize failed: %s",
 		fts_lmdb_store_last_error(backend->store));

@@ -9,6 +9,7 @@
 
 struct mail;
 struct mailbox;
+struct message_decoder_context;
 
 struct lmdb_fts_backend {
 	struct fts_backend backend;
@@ -41,14 +42,19 @@ struct lmdb_fts_backend {
 /* Open the index of the backend's namespace if it isn't yet.
    0 = ok, -1 = error (logged). */
 int fts_lmdb_backend_open(struct lmdb_fts_backend *backend);
+void fts_lmdb_backend_ldb_settings(struct lmdb_fts_backend *backend,
+				   struct ldb_settings *set_r);
 /* The mailbox's GUID and UIDVALIDITY (the mailbox is opened if needed). */
 int fts_lmdb_box_identity(struct mailbox *box, uint8_t guid_r[LDB_GUID_SIZE],
 			  uint32_t *uidvalidity_r);
 
 /* Fill b with the normalized text that Dovecot's own SEARCH looks at in
-   mail: see fts-lmdb-doc.h.  0 = ok, -1 = the mail couldn't be read (b
+   mail: see fts-lmdb-doc.h.  decoder is kept across messages, as
+   message-search.c keeps its own (charset translations get reused); it
+   must have been created with normalizer, the user's.  0 = ok, -1 = the mail couldn't be read (b
    is marked partial, *error_r says why). */
 int fts_lmdb_capture_mail(struct mail *mail, normalizer_func_t *normalizer,
+			  struct message_decoder_context *decoder,
 			  struct fts_lmdb_doc_builder *b,
 			  const char **error_r);
 

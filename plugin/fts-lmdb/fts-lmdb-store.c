@@ -424,17 +424,41 @@ uint32_t fts_lmdb_batch_base(const struct fts_lmdb_batch *batch)
 	return batch->base;
 }
 
-static int tuple_cmp(const void *p1, const void *p2)
+static uint8_t tuple_digit(const struct fts_lmdb_tuple *t, unsigned int pass)
 {
-	const struct fts_lmdb_tuple *a = p1, *b = p2;
+	return pass < 8 ? (uint8_t)(t->gram >> (pass * 8)) : t->space;
+}
 
-	if (a->space != b->space)
-		return a->space < b->space ? -1 : 1;
-	if (a->gram != b->gram)
-		return a->gram < b->gram ? -1 : 1;
-	if (a->uid != b->uid)
-		return a->uid < b->uid ? -1 : 1;
-	return 0;
+/* Sort by (space, gram), keeping the order of equal keys: messages are
+   added in UID order, so each posting list comes out sorted.  An LSD
+   radix sort, because qsort() dominated indexing time. */
+static void tuples_sort(struct fts_lmdb_tuple *tuples, size_t n)
+{
+	struct fts_lmdb_tuple *src = tuples, *dest, *tmp, *swap;
+	size_t count[256], i, sum, c;
+	unsigned int pass;
+
+	if (n < 2)
+		return;
+	tmp = dest = store_realloc(NULL, n, sizeof(*tmp));
+	for (pass = 0; pass < 9; pass++) {
+		memset(count, 0, sizeof(count));
+		for (i = 0; i < n; i++)
+			count[tuple_digit(&src[i], pass)]++;
+		if (count[tuple_digit(&src[0], pass)] == n)
+			continue;
+		for (i = 0, sum = 0; i < 256; i++) {
+			c = count[i];
+			count[i] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			dest[count[tuple_digit(&src[i], pass)]++] = src[i];
+		swap = src; src = dest; dest = swap;
+	}
+	if (src != tuples)
+		memcpy(tuples, src, n * sizeof(*tuples));
+	free(tmp);
 }
 
 static int post_write_blocks(struct ldb_txn *txn, struct fts_lmdb_store *store,
@@ -694,6 +718,7 @@ static int batch_write_postings(struct ldb_txn *txn,
 		return ret;
 	while (i < batch->tuple_count && ret >= 0) {
 		const struct fts_lmdb_tuple *t = &batch->tuples[i];
+		bool sorted = true;
 
 		fts_lmdb_uids_clear(&group);
 		for (j = i; j < batch->tuple_count &&
@@ -701,9 +726,15 @@ static int batch_write_postings(struct ldb_txn *txn,
 		     batch->tuples[j].gram == t->gram; j++) {
 			uint32_t uid = batch->tuples[j].uid;
 
-			if (uid > rec->last_uid &&
-			    (group.n == 0 || group.v[group.n - 1] != uid))
-				fts_lmdb_uids_push(&group, uid);
+			if (uid <= rec->last_uid)
+				continue;
+			if (group.n > 0 && group.v[group.n - 1] >= uid)
+				sorted = false;
+			fts_lmdb_uids_push(&group, uid);
+		}
+		if (!sorted) {
+			/* the same UID twice, or not added in UID order */
+			fts_lmdb_uids_normalize(&group);
 		}
 		if (group.n > 0) {
 			ret = post_append(txn, w, cursor, rec->box_id,
@@ -755,8 +786,7 @@ int fts_lmdb_batch_flush(struct fts_lmdb_store *store,
 	memset(&w, 0, sizeof(w));
 	w.store = store;
 	w.batch = batch;
-	qsort(batch->tuples, batch->tuple_count, sizeof(*batch->tuples),
-	      tuple_cmp);
+	tuples_sort(batch->tuples, batch->tuple_count);
 	ret = ldb_write(store->env, batch_write, &w);
 	fts_lmdb_uids_free(&w.tmp);
 	fts_lmdb_uids_free(&w.tmp2);

@@ -318,3 +318,44 @@ def test_equivalence_shared_corpus(dovecot_factory):
     assert not bad, "%d queries differ:\n%s" % (len(bad), "\n".join(bad[:40]))
     full, lookups = check_index_answered(fts, mark)
     print("%d of %d lookups fully answered by the index" % (full, lookups))
+
+
+# ---- how often fts-xapian disagrees (opt-in: it indexes slowly) ----
+
+XAPIAN_MODULE = "/usr/lib/dovecot/modules/lib21_fts_xapian_plugin.so"
+
+
+@pytest.mark.skipif(os.environ.get("FTS_EQUIV_XAPIAN") != "1",
+                    reason="set FTS_EQUIV_XAPIAN=1 (needs dovecot-fts-xapian)")
+@pytest.mark.dovecot_config(mail_plugins=[])
+@pytest.mark.dovecot_log_allow(r"FTS Xapian")
+def test_xapian_disagreement(dovecot_factory):
+    """The same queries against fts-xapian (Debian's dovecot-fts-xapian):
+    report how many differ from Dovecot's own search, next to fts_lmdb's
+    count, which must be 0."""
+    if not os.path.exists(XAPIAN_MODULE):
+        pytest.skip("dovecot-fts-xapian is not installed")
+    n = int(os.environ.get("FTS_EQUIV_XAPIAN_MESSAGES", "500"))
+    corpus, gen = generate_corpus(SEED + 20, n)
+    fts, plain = start_pair(dovecot_factory, "maildir:~/Maildir")
+    xap = dovecot_factory(mail_location="maildir:~/Maildir",
+                          mail_plugins=["fts", "fts_xapian"],
+                          extra_config=PLAIN_CONFIG + """
+plugin {
+  fts = xapian
+  fts_xapian = partial=3 full=20 verbose=0
+  fts_enforced = yes
+}
+""")
+    for d in (fts, plain, xap):
+        load(d, corpus)
+    index_all(fts)
+    index_all(xap)
+    queries = generate_queries(SEED + 21, gen, N_QUERIES)
+    bad_lmdb = compare(fts, plain, "INBOX", queries)[0]
+    bad_xapian = compare(xap, plain, "INBOX", queries)[0]
+    print("\nfts-xapian: %d of %d queries differ from Dovecot's own search; "
+          "fts_lmdb: %d" % (len(bad_xapian), len(queries), len(bad_lmdb)))
+    for line in bad_xapian[:15]:
+        print("  xapian: " + line)
+    assert not bad_lmdb, "\n".join(bad_lmdb)

@@ -448,9 +448,10 @@ static void test_short_grams(void **state)
 	fts_lmdb_grams_free(&g);
 }
 
-/* More grams than the compaction threshold, with duplicates: the result
-   is still the distinct set. */
-static void test_grams_compaction(void **state)
+/* Many grams with duplicates, across table growth and clears: the set
+   stays the distinct values, including 0 and the table's own "empty"
+   marker UINT64_MAX. */
+static void test_grams_distinct(void **state)
 {
 	struct fts_lmdb_grams g = { 0 };
 
@@ -458,11 +459,18 @@ static void test_grams_compaction(void **state)
 	for (int round = 0; round < 3; round++) {
 		for (uint32_t i = 0; i < 100000; i++)
 			fts_lmdb_grams_add(&g, (uint64_t)(i * 7919u % 50000u));
+		fts_lmdb_grams_add(&g, UINT64_MAX);
 	}
+	assert_int_equal(g.n, 50001);
 	fts_lmdb_grams_finish(&g);
-	assert_int_equal(g.n, 50000);
-	for (size_t i = 0; i < g.n; i++)
+	for (size_t i = 0; i < 50000; i++)
 		assert_int_equal(g.v[i], i);
+	assert_true(g.v[50000] == UINT64_MAX);
+	fts_lmdb_grams_clear(&g);
+	fts_lmdb_grams_add(&g, 7);
+	fts_lmdb_grams_add(&g, UINT64_MAX);
+	fts_lmdb_grams_add(&g, 7);
+	assert_int_equal(g.n, 2);
 	fts_lmdb_grams_free(&g);
 }
 
@@ -1140,7 +1148,7 @@ int main(void)
 		cmocka_unit_test(test_utf8_strict),
 		cmocka_unit_test(test_grams),
 		cmocka_unit_test(test_short_grams),
-		cmocka_unit_test(test_grams_compaction),
+		cmocka_unit_test(test_grams_distinct),
 		cmocka_unit_test(test_key_analyze),
 		cmocka_unit_test(test_doc_roundtrip),
 		cmocka_unit_test(test_doc_compress_and_cap),
