@@ -105,7 +105,10 @@ def from_real(prepared_paths, seed=1):
     mid = [w for w, c in words.most_common(3000)[1000:1200] if len(w) >= 7]
     phrase = [" ".join(t) for t in rng.sample(lines, min(2, len(lines)))]
     rev = [" ".join(reversed(p.split())) for p in phrase]
-    na = [w for w, _ in nonascii.most_common(20) if len(w) >= 3][:2] or ["é"]
+    # U+FFFD marks bytes that were not UTF-8 (legacy charsets): not a key
+    # anyone would type.
+    na = [w for w, _ in nonascii.most_common(50)
+          if len(w) >= 3 and "\ufffd" not in w][:2] or ["é"]
     fr = froms[:1] or [("root", "example.com")]
     q = [Query("rare word", [B, w]) for w in rare[:2]]
     q += [Query("common word", [B, w]) for w in common[:2]]

@@ -213,6 +213,44 @@ def render(data, profiling_path=None):
         if st:
             w("- **%s:** %s. %s" % (x, st, R[x].get("error", "")))
 
+    # ------------------------------------------------------------ h2h
+    h2h_cols = [x for x in cols if (R[x].get("h2h") or {}).get("select_warm_ms")]
+    H2H_ROWS = [("APPEND msg/s, 1 client", "append1_msgs", "higher"),
+                ("APPEND msg/s, 4 concurrent clients", "append4_msgs", "higher"),
+                ("SELECT ms, warm (new connection)", "select_warm_ms", "lower"),
+                ("STATUS ms", "status_ms", "lower"),
+                ("FETCH 1:* BODY[] MB/s, warm", "fetch_body_warm_mbs", "higher")]
+
+    def hmed(name, key):
+        xs = ((R.get(name) or {}).get("h2h") or {}).get(key) or []
+        return pct(xs, 50) if xs else None
+
+    if h2h_cols:
+        nr = len(R[h2h_cols[0]]["h2h"]["select_warm_ms"])
+        w("### Head-to-head, interleaved\n")
+        w("The table above measures one configuration after the other, minutes "
+          "apart, and this machine's load drifts in between. So after every "
+          "configuration has run, the four format instances (still running, "
+          "with their INBOX after the EXPUNGE above) are measured again in %d "
+          "interleaved rounds: each round runs every format once, in a rotating "
+          "order (5 SELECTs on new connections, 5 STATUS, FETCH 1:* BODY[], "
+          "%s APPENDs with 1 client and again with 4). Median of the rounds, "
+          "[lowest – highest] round. The lmdb-vs-sdbox targets are judged on "
+          "these.\n" % (nr, data["args"].get("h2h_append", 200)))
+        w("| metric | " + " | ".join(h2h_cols) + " | lmdb ÷ sdbox | lmdb ÷ maildir | better |")
+        w("|---" * (len(h2h_cols) + 4) + "|")
+        for label, key, better in H2H_ROWS:
+            cells = []
+            for x in h2h_cols:
+                xs = R[x]["h2h"].get(key) or []
+                cells.append("%s [%s – %s]" % (f(pct(xs, 50)), f(min(xs)), f(max(xs)))
+                             if xs else "–")
+            w("| %s | %s | %s | %s | %s |" % (
+                label, " | ".join(cells),
+                f(ratio(hmed("lmdb", key), hmed("sdbox", key)), 2),
+                f(ratio(hmed("lmdb", key), hmed("maildir", key)), 2), better))
+        w("")
+
     # ------------------------------------------------------------ FTS
     eng = [x for x in FTS_ENGINES if x in R]
     w("\n## FTS backends\n")
@@ -317,6 +355,8 @@ def render(data, profiling_path=None):
 
     # ------------------------------------------------------------ mismatches
     w("\n## Result counts against the no-FTS search\n")
+    if ref_name is None:
+        w("No reference: no format without FTS ran SEARCH in this run.\n")
     w("The reference is %s without FTS on the same messages. A query counts as "
       "a mismatch when its result count differs (or it fails).\n" % ref_name)
     w("| query class | query | reference | " + " | ".join(
@@ -324,8 +364,9 @@ def render(data, profiling_path=None):
     others = [x for x in (FORMATS + FTS_ENGINES) if x in R and x != ref_name]
     w("|---" * (len(others) + 3) + "|")
     mism = {x: [] for x in others}
-    for key, label in (("search", "INBOX"), ("search_sample", "sample")):
-        ref = counts_of(R[ref_name].get(key)) if ref_name else {}
+    for key, label in ((("search", "INBOX"), ("search_sample", "sample"))
+                       if ref_name else ()):
+        ref = counts_of(R[ref_name].get(key))
         for i, (cls, qt) in enumerate(Q):
             cells = []
             for x in others:
@@ -418,6 +459,7 @@ def render(data, profiling_path=None):
                              anon <= 64e6 else "no")))
     lm, sd, md = R.get("lmdb"), R.get("sdbox"), R.get("maildir")
     if lm and sd and not status(lm) and not status(sd):
+        h2h = bool(lm.get("h2h") and sd.get("h2h"))
         for key, label, hi in (("append1_msgs", "APPEND 1 client", True),
                                ("append4_msgs", "APPEND 4 clients", True),
                                ("fetch_body_first_mbs", "FETCH BODY[] first", True),
@@ -425,7 +467,11 @@ def render(data, profiling_path=None):
                                ("select_first_ms", "SELECT first", False),
                                ("select_warm_ms", "SELECT warm", False),
                                ("status_ms", "STATUS", False)):
-            a, b = lm.get(key), sd.get(key)
+            if h2h and key in lm["h2h"]:
+                a, b = hmed("lmdb", key), hmed("sdbox", key)
+                label += " (interleaved rounds, median)"
+            else:
+                a, b = lm.get(key), sd.get(key)
             if a is None or b is None:
                 continue
             ok = a >= b if hi else a <= b

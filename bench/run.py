@@ -39,7 +39,11 @@ import queries as qmod  # noqa: E402
 import report  # noqa: E402
 
 USERS = {"testuser": "pass", "sample": "pass", "app1": "pass",
-         "app4": "pass", "lmtpuser": "pass"}
+         "app4": "pass", "lmtpuser": "pass", "h2h1": "pass", "h2h4": "pass"}
+
+# Configurations kept running after their own suite for the interleaved
+# head-to-head rounds at the end.
+H2H = ("maildir", "sdbox", "mdbox", "lmdb")
 
 SERVICE_LIMITS = """
 service imap {
@@ -218,6 +222,7 @@ class Bench:
         self.args = args
         self.work = args.workdir
         self.results = collections.OrderedDict()
+        self.live = {}
         self.module_dir = find_module_dir()
 
     # -- corpus
@@ -259,7 +264,7 @@ class Bench:
         self.sample_bytes = sum(os.path.getsize(p)
                                 for p in self.paths[:self.sample_n])
         # APPEND and LMTP use messages from the corpus, as CRLF.
-        k = max(self.args.append_n, self.args.lmtp_n)
+        k = max(self.args.append_n, self.args.lmtp_n, self.args.h2h_append)
         self.crlf = [to_crlf(open(p, "rb").read())
                      for p in self.paths[:min(self.n, k)]]
         if self.meta.get("planted"):
@@ -429,7 +434,8 @@ class Bench:
         res["lmtp_msgs"] = len(msgs) / (time.perf_counter() - t)
         lm.close()
 
-    def fts_index(self, d, user, res, key):
+    def fts_index(self, d, user, res, key, limit=None):
+        """doveadm index of user's INBOX; killed after `limit` seconds."""
         home = d.home(user)
         before = disk_bytes(home)
         errpath = os.path.join(d.root, "index-%s.err" % user)
@@ -442,10 +448,14 @@ class Bench:
             # (VmHWM).  Poll /proc as well, for the peak of its own
             # (anonymous) memory apart from mapped LMDB/index files.
             peak_anon = 0
+            killed = False
             while True:
                 wpid, status, ru = os.wait4(p.pid, os.WNOHANG)
                 if wpid != 0:
                     break
+                if limit and not killed and time.perf_counter() - t > limit:
+                    p.kill()
+                    killed = True
                 peak_anon = max(peak_anon,
                                 proc_mem(p.pid).get("RssAnon", 0))
                 time.sleep(0.05)
@@ -453,7 +463,7 @@ class Bench:
         p.returncode = os.waitstatus_to_exitcode(status)
         with open(errpath, "rb") as f:
             err = f.read().decode("utf-8", "replace")
-        res[key] = {"seconds": dt, "rc": p.returncode,
+        res[key] = {"seconds": dt, "rc": p.returncode, "killed": killed,
                     "maxrss": ru.ru_maxrss * 1024,
                     "peak_anon": peak_anon,
                     "index_bytes": disk_bytes(home) - before,
@@ -502,9 +512,15 @@ class Bench:
             res["index"]["msgs"] = self.n
             res["index"]["mail_bytes"] = self.meta["bytes"]
         log("  doveadm index sample (%d messages)" % self.sample_n)
-        self.fts_index(d, "sample", res, "index_sample")
+        self.fts_index(d, "sample", res, "index_sample",
+                       limit=self.args.index_limit)
         res["index_sample"]["msgs"] = self.sample_n
         res["index_sample"]["mail_bytes"] = self.sample_bytes
+        if res["index_sample"]["killed"]:
+            res["error"] = ("doveadm index of the %d-message sample did not "
+                            "finish in %d s; killed" %
+                            (self.sample_n, self.args.index_limit))
+            return
         if full:
             log("  SEARCH")
             self.phase_search(d, "testuser", 4, res, "search")
@@ -549,14 +565,92 @@ class Bench:
             res["error"] = "%s: %s" % (type(e).__name__, str(e)[:600])
             log("%s: FAILED %s\n%s" % (cfg.name, e, traceback.format_exc()))
         finally:
-            d.stop()
-            allowed = [r"signal 11"] if cfg.fts == "squat" else []
-            res["log_problems"] = d.log_problems(allowed)[:10]
             res["seconds"] = time.time() - t0
-            if not self.args.keep:
-                d.cleanup()
+            if (cfg.name in H2H and "error" not in res and
+                    self.args.h2h_rounds > 0):
+                self.live[cfg.name] = (cfg, d, res)
+            else:
+                self.finish_instance(cfg, d, res)
         log("%s: done in %.0fs" % (cfg.name, res["seconds"]))
         return res
+
+    def finish_instance(self, cfg, d, res):
+        d.stop()
+        allowed = [r"signal 11"] if cfg.fts == "squat" else []
+        res["log_problems"] = d.log_problems(allowed)[:10]
+        if not self.args.keep:
+            d.cleanup()
+
+    # -- interleaved head-to-head
+    def h2h_round(self, d, out):
+        sel, stat = [], []
+        for _ in range(5):
+            s = ImapSession(d, "testuser")
+            dt, _, _ = s.c.timed("SELECT INBOX")
+            sel.append(dt * 1000)
+            s.close()
+        s = ImapSession(d, "testuser")
+        for _ in range(5):
+            dt, _, _ = s.c.timed("STATUS INBOX (MESSAGES UIDNEXT UNSEEN)")
+            stat.append(dt * 1000)
+        s.c.check("SELECT INBOX")
+        dt, _, nbytes = s.c.timed("FETCH 1:* BODY.PEEK[]", keep=False)
+        s.close()
+        out["select_warm_ms"].append(median(sel))
+        out["status_ms"].append(median(stat))
+        out["fetch_body_warm_mbs"].append(nbytes / 1e6 / dt)
+        msgs = self.crlf[:self.args.h2h_append]
+        s = ImapSession(d, "h2h1")
+        t = time.perf_counter()
+        for m in msgs:
+            s.c.append("INBOX", m)
+        out["append1_msgs"].append(len(msgs) / (time.perf_counter() - t))
+        s.close()
+        conns = [ImapSession(d, "h2h4") for _ in range(4)]
+        conns[0].c.check("STATUS INBOX (MESSAGES)")
+        errs = []
+
+        def worker(c, part):
+            try:
+                for m in part:
+                    c.c.append("INBOX", m)
+            except Exception as e:      # noqa: BLE001
+                errs.append(e)
+        threads = [threading.Thread(target=worker, args=(c, msgs[i::4]))
+                   for i, c in enumerate(conns)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        out["append4_msgs"].append(len(msgs) / (time.perf_counter() - t))
+        for c in conns:
+            c.close()
+        if errs:
+            raise errs[0]
+
+    def run_h2h(self):
+        if not self.live:
+            return
+        names = list(self.live)
+        log("head-to-head: %d interleaved rounds over %s" %
+            (self.args.h2h_rounds, ", ".join(names)))
+        data = {n: collections.defaultdict(list) for n in names}
+        for r in range(self.args.h2h_rounds):
+            # rotate the order so that no format always goes first
+            order = names[r % len(names):] + names[:r % len(names)]
+            for n in order:
+                cfg, d, res = self.live[n]
+                try:
+                    self.h2h_round(d, data[n])
+                except Exception as e:      # noqa: BLE001
+                    res.setdefault("h2h_error", str(e)[:300])
+                    log("head-to-head %s: %s" % (n, e))
+        for n in names:
+            cfg, d, res = self.live[n]
+            res["h2h"] = {k: v for k, v in data[n].items()}
+            self.finish_instance(cfg, d, res)
+        self.live = {}
 
     def run(self):
         t0 = time.time()
@@ -568,11 +662,17 @@ class Bench:
         if self.args.only:
             want = set(self.args.only.split(","))
             cfgs = [c for c in cfgs if c.name in want]
-        for cfg in cfgs:
-            self.results[cfg.name] = self.run_config(cfg)
-            with open(os.path.join(self.work, "results.partial.json"),
-                      "w") as f:
-                json.dump(self.results, f, indent=1, default=str)
+        self.live = {}
+        try:
+            for cfg in cfgs:
+                self.results[cfg.name] = self.run_config(cfg)
+                with open(os.path.join(self.work, "results.partial.json"),
+                          "w") as f:
+                    json.dump(self.results, f, indent=1, default=str)
+            self.run_h2h()
+        finally:
+            for cfg, d, res in self.live.values():
+                self.finish_instance(cfg, d, res)
         self.elapsed = time.time() - t0
         self.load_end = os.getloadavg()
         return self.results
@@ -623,6 +723,12 @@ def main():
                     help="size of the sample mailbox (fts-xapian)")
     ap.add_argument("--append-n", type=int, default=1000)
     ap.add_argument("--lmtp-n", type=int, default=1000)
+    ap.add_argument("--index-limit", type=int, default=420,
+                    help="seconds allowed for indexing the sample")
+    ap.add_argument("--h2h-rounds", type=int, default=5,
+                    help="interleaved head-to-head rounds of the formats")
+    ap.add_argument("--h2h-append", type=int, default=200,
+                    help="messages APPENDed per head-to-head round")
     ap.add_argument("--only", default=None,
                     help="comma-separated configuration names")
     ap.add_argument("--workdir", default="/var/tmp/dovecot-lmdb-bench")
