@@ -204,6 +204,10 @@ fts_backend_lmdb_update_init(struct fts_backend *_backend)
 	struct lmdb_fts_backend *backend = LMDB_FTS_BACKEND(_backend);
 	struct lmdb_fts_backend_update_context *ctx;
 
+	/* a lookup session that wasn't ended (an error path of the fts
+	   plugin) must not keep a read snapshot while this one writes: a
+	   growing map is remapped */
+	fts_lmdb_lookup_done(backend);
 	ctx = i_new(struct lmdb_fts_backend_update_context, 1);
 	ctx->ctx.backend = _backend;
 	ctx->extra = buffer_create_dynamic(default_pool, 1024);
@@ -285,6 +289,11 @@ fts_lmdb_update_capture(struct lmdb_fts_backend_update_context *ctx,
 	fts_lmdb_doc_builder_reset(ctx->builder);
 	if (fts_lmdb_capture_mail(ctx->mail, normalizer, ctx->decoder,
 				  ctx->builder, &error) < 0) {
+		if (ctx->mail->expunged) {
+			/* expunged while it was read: as above */
+			fts_lmdb_batch_seen_uid(ctx->batch, uid);
+			return;
+		}
 		e_error(backend->event, "%s UID %u: %s (indexed as partial)",
 			mailbox_get_vname(ctx->box), uid, error);
 	}
