@@ -241,7 +241,8 @@ test: fuzz
 # seed corpora (tests/fuzz/seeds/<target>/, which keep every crash found),
 # as part of unit-test.
 FUZZ_SAN = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-LMDB_FUZZERS = $(BUILD)/fuzz-lmdb-record $(BUILD)/fuzz-lmdb-settings
+LMDB_FUZZERS = $(BUILD)/fuzz-lmdb-record $(BUILD)/fuzz-lmdb-settings \
+	$(BUILD)/fuzz-fts-lmdb-query
 FUZZERS += $(LMDB_FUZZERS)
 fuzz: $(LMDB_FUZZERS)
 
