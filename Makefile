@@ -271,6 +271,22 @@ stress: all
 	DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(BUILD) STRESS_SECONDS=$(STRESS_SECONDS) \
 		/usr/bin/python3 tests/stress/stress.py $(STRESS_ARGS)
 
+# Damaged databases, and the record fuzzer's seeds (crash inputs included)
+# replayed without libFuzzer.
+HARDENING_TEST_SRCS = tests/unit/test-lmdb-hardening.c \
+	tests/fuzz/fuzz-lmdb-record.c plugin/lmdb-db.c
+UNIT_TESTS += $(BUILD)/test-lmdb-hardening
+ASAN_UNIT_TESTS += $(BUILD)/test-lmdb-hardening-asan
+unit-test: $(BUILD)/test-lmdb-hardening $(BUILD)/test-lmdb-hardening-asan
+
+$(BUILD)/test-lmdb-hardening: $(HARDENING_TEST_SRCS) include/lmdb-db.h | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(EXTRA_CFLAGS) \
+		$(HARDENING_TEST_SRCS) -llmdb -lcrypto -lcmocka $(EXTRA_LDFLAGS) -o $@
+
+$(BUILD)/test-lmdb-hardening-asan: $(HARDENING_TEST_SRCS) include/lmdb-db.h | $(BUILD)
+	$(CC) -std=gnu99 -g -O1 -Wall -W -Iinclude $(SAN_FLAGS) \
+		$(HARDENING_TEST_SRCS) -llmdb -lcrypto -lcmocka -o $@
+
 # The unit tests under valgrind: no error, no definite or indirect leak.
 VALGRIND_UNIT = valgrind -q --leak-check=full \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=1

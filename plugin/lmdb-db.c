@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,6 +336,48 @@ static int ldb_env_grow(struct ldb_env *env)
 	return ldb_env_resize(env, new_size, false);
 }
 
+/* LMDB writes both meta pages when it creates data.mdb, so a shorter file
+   was cut short.  LMDB would take it for a new, empty database, and every
+   message would read as expunged: refuse it instead. */
+static int ldb_env_check_empty(struct ldb_env *env)
+{
+	char file[PATH_MAX];
+	struct stat st;
+	long page_size = sysconf(_SC_PAGESIZE);
+
+	snprintf(file, sizeof(file), "%s/data.mdb", env->path);
+	if (stat(file, &st) < 0 || st.st_size >= 2 * page_size)
+		return 0;
+	ldb_set_error(env, "%s is truncated to %lld bytes: restore it from "
+		      "a backup (if this user never had mail, delete it)",
+		      file, (long long)st.st_size);
+	return LDB_ERR_CORRUPT;
+}
+
+/* A data.mdb cut short (a copy or restore that stopped early, a disk that
+   filled outside LMDB) makes LMDB touch pages past the end of the file,
+   which the kernel answers with SIGBUS: refuse it with an error instead. */
+static int ldb_env_check_size(struct ldb_env *env)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	struct stat fst;
+	unsigned long long need;
+	mdb_filehandle_t fd;
+
+	if (mdb_env_info(env->env, &info) != 0 ||
+	    mdb_env_stat(env->env, &st) != 0 ||
+	    mdb_env_get_fd(env->env, &fd) != 0 || fstat(fd, &fst) < 0)
+		return 0;
+	need = ((unsigned long long)info.me_last_pgno + 1) * st.ms_psize;
+	if ((unsigned long long)fst.st_size >= need)
+		return 0;
+	ldb_set_error(env, "%s/data.mdb is truncated: it has %lld bytes, but "
+		      "its pages reach %llu bytes (restore it from a backup)",
+		      env->path, (long long)fst.st_size, need);
+	return LDB_ERR_CORRUPT;
+}
+
 static int ldb_env_init_dbs(struct ldb_env *env)
 {
 	MDB_txn *txn;
@@ -563,6 +606,8 @@ int ldb_env_open(const char *path, const struct ldb_settings *set,
 	flags = MDB_NOTLS | MDB_NORDAHEAD;
 	if (set->nosync)
 		flags |= MDB_NOSYNC;
+	if ((ret = ldb_env_check_empty(env)) < 0)
+		goto fail;
 	rc = mdb_env_open(env->env, path, flags, set->file_mode);
 	if (rc != 0) {
 		ret = ldb_map_error(env, rc, "mdb_env_open");
@@ -577,7 +622,8 @@ int ldb_env_open(const char *path, const struct ldb_settings *set,
 	if (mdb_env_info(env->env, &info) == 0)
 		env->map_size = info.me_mapsize;
 	(void)mdb_reader_check(env->env, &dead);
-	if ((ret = ldb_env_init_dbs(env)) < 0)
+	if ((ret = ldb_env_check_size(env)) < 0 ||
+	    (ret = ldb_env_init_dbs(env)) < 0)
 		goto fail;
 
 	env->next = ldb_envs;
