@@ -1,6 +1,7 @@
 /* Copyright (c) 2026 dovecot-lmdb authors, see the included COPYING file */
 
-/* An istream over a body stored in chunks.  A body of up to
+/* An istream over a body stored in chunks, addressed by its SHA-256,
+   which is checked whenever the whole body is read.  A body of up to
    LMDB_BODY_COPY_MAX bytes is copied into memory when the stream is
    created, in the same read transaction that finds it, so an expunge by
    another session can never pull it away halfway through (maildir and
@@ -26,7 +27,34 @@ struct lmdb_body_istream {
 	struct mail *mail;
 	/* the whole body, for a body of up to LMDB_BODY_COPY_MAX bytes */
 	unsigned char *copy;
+	/* a larger body read from its start: hashed as it goes, and checked
+	   against its SHA-256 when the last byte is read */
+	struct ldb_sha256 *sha;
+	uoff_t hashed;
 };
+
+static bool lmdb_body_hash_matches(struct ldb_sha256 **sha,
+				   const uint8_t hash[LDB_HASH_SIZE])
+{
+	uint8_t digest[LDB_HASH_SIZE];
+
+	ldb_sha256_final(sha, digest);
+	return memcmp(digest, hash, LDB_HASH_SIZE) == 0;
+}
+
+/* Hash what read() just returned, if it continues what was hashed so far.
+   Returns FALSE if that completed the body and it doesn't match. */
+static bool lmdb_body_istream_hash(struct lmdb_body_istream *bstream,
+				   uoff_t offset, const void *data, size_t n)
+{
+	if (bstream->sha == NULL || offset != bstream->hashed)
+		return TRUE;
+	ldb_sha256_update(bstream->sha, data, n);
+	bstream->hashed += n;
+	if (bstream->hashed < bstream->size)
+		return TRUE;
+	return lmdb_body_hash_matches(&bstream->sha, bstream->hash);
+}
 
 /* A chunk is gone: if the message's record is gone too, another session
    expunged it while we read (ENOENT, and the mail is marked expunged, so
@@ -101,6 +129,14 @@ static ssize_t lmdb_body_istream_read(struct istream_private *stream)
 	memcpy(stream->w_buffer + stream->pos,
 	       (const unsigned char *)data + within, n);
 	ldb_txn_abort(&txn);
+	if (!lmdb_body_istream_hash(bstream, offset,
+				    stream->w_buffer + stream->pos, n)) {
+		io_stream_set_error(&stream->iostream, "lmdb: the body does "
+				    "not match its SHA-256 (database "
+				    "corrupted?)");
+		stream->istream.stream_errno = EIO;
+		return -1;
+	}
 	stream->pos += n;
 	return n;
 }
@@ -128,6 +164,10 @@ static void lmdb_body_istream_destroy(struct iostream_private *stream)
 		container_of(stream, struct lmdb_body_istream,
 			     istream.iostream);
 
+	uint8_t digest[LDB_HASH_SIZE];
+
+	if (bstream->sha != NULL)
+		ldb_sha256_final(&bstream->sha, digest);
 	i_free(bstream->copy);
 	i_stream_free_buffer(&bstream->istream);
 }
@@ -140,6 +180,7 @@ lmdb_body_copy(struct lmdb_mailbox *mbox, struct ldb_txn *txn,
 	       const struct ldb_body_info *info, unsigned char **copy_r)
 {
 	unsigned char *copy = i_malloc(I_MAX(info->size, 1));
+	struct ldb_sha256 *sha;
 	uoff_t offset = 0;
 	const void *data;
 	size_t size;
@@ -165,6 +206,16 @@ lmdb_body_copy(struct lmdb_mailbox *mbox, struct ldb_txn *txn,
 				"(database corrupted?)",
 				binary_to_hex(hash, LDB_HASH_SIZE), idx - 1);
 		}
+		return -1;
+	}
+	/* the address is the content's SHA-256: never serve other bytes */
+	sha = ldb_sha256_init();
+	ldb_sha256_update(sha, copy, info->size);
+	if (!lmdb_body_hash_matches(&sha, hash)) {
+		i_free(copy);
+		mailbox_set_critical(&mbox->box, "lmdb: body %s does not match "
+				     "its SHA-256 (database corrupted?)",
+				     binary_to_hex(hash, LDB_HASH_SIZE));
 		return -1;
 	}
 	*copy_r = copy;
@@ -209,6 +260,8 @@ int lmdb_body_istream_create(struct lmdb_mailbox *mbox,
 	bstream->size = info.size;
 	bstream->chunk_size = info.chunk_size == 0 ? 1 : info.chunk_size;
 	bstream->copy = copy;
+	if (copy == NULL)
+		bstream->sha = ldb_sha256_init();
 	bstream->istream.max_buffer_size = bstream->chunk_size;
 	bstream->istream.iostream.destroy = lmdb_body_istream_destroy;
 	bstream->istream.read = lmdb_body_istream_read;
