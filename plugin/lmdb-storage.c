@@ -15,6 +15,7 @@
 #include "lmdb-settings.h"
 #include "mailbox-watch.h"
 #include "time-util.h"
+#include "hostpid.h"
 
 #include <stdio.h>
 
@@ -404,7 +405,10 @@ int lmdb_mailbox_guid_file_write(struct lmdb_mailbox *mbox,
 
 	path = t_strconcat(mailbox_get_path(&mbox->box),
 			   "/"LMDB_GUID_FILE_NAME, NULL);
-	temp_path = t_strconcat(path, ".tmp", NULL);
+	/* a temp file of our own: two processes may write it at once (dsync
+	   and an imap session), and a shared name let one rename the
+	   other's file away or publish it half written */
+	temp_path = t_strdup_printf("%s.%s.%s.tmp", path, my_hostname, my_pid);
 	data = t_strconcat(guid_128_to_string(guid), "\n", NULL);
 	fd = open(temp_path, O_WRONLY | O_CREAT | O_TRUNC,
 		  mailbox_get_permissions(&mbox->box)->file_create_mode);
