@@ -124,7 +124,7 @@ unit-test: $(UNIT_TESTS) $(ASAN_UNIT_TESTS)
 		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
 
 integration-test: all
-	DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+	DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q --durations=15 tests/integration $(PYTEST_ARGS)
 
 test: unit-test integration-test
 
