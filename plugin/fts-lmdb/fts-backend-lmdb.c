@@ -13,6 +13,7 @@
 #include "buffer.h"
 #include "str.h"
 #include "ioloop.h"
+#include "time-util.h"
 #include "mail-user.h"
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
@@ -222,13 +223,16 @@ static void
 fts_lmdb_update_flush(struct lmdb_fts_backend_update_context *ctx)
 {
 	struct lmdb_fts_backend *backend = LMDB_FTS_BACKEND(ctx->ctx.backend);
+	struct timeval start, end;
 	unsigned int count;
 	int ret;
 
 	if (ctx->batch == NULL)
 		return;
 	count = fts_lmdb_batch_messages(ctx->batch);
+	i_gettimeofday(&start);
 	ret = fts_lmdb_batch_flush(backend->store, ctx->batch);
+	i_gettimeofday(&end);
 	if (ret < 0) {
 		e_error(backend->event, "Indexing %s failed: %s",
 			mailbox_get_vname(ctx->box),
@@ -240,8 +244,9 @@ fts_lmdb_update_flush(struct lmdb_fts_backend_update_context *ctx)
 			"dropped %u messages", mailbox_get_vname(ctx->box),
 			count);
 	} else if (count > 0) {
-		e_debug(backend->event, "%s: wrote %u messages, last UID %u",
-			mailbox_get_vname(ctx->box), count,
+		e_debug(backend->event, "%s: wrote %u messages in %d ms, "
+			"last UID %u", mailbox_get_vname(ctx->box), count,
+			timeval_diff_msecs(&end, &start),
 			fts_lmdb_batch_base(ctx->batch));
 	}
 }
