@@ -484,10 +484,13 @@ static int ldb_flock_wait(int fd, int op, unsigned int timeout_msecs)
 static int ldb_lock_file_open(const char *dir, unsigned int mode)
 {
 	char path[4096];
+	mode_t old_mask;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/"LDB_COMPACT_LOCK_NAME, dir);
+	old_mask = umask(0);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+	umask(old_mask);
 	if (fd == -1 && errno == EACCES)
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 	return fd;
@@ -541,11 +544,19 @@ int ldb_env_open(const char *path, const struct ldb_settings *set,
 	struct ldb_env *env;
 	struct stat st;
 	MDB_envinfo info;
+	mode_t old_mask;
 	int rc, dead, ret;
 	unsigned int flags;
 
 	*env_r = NULL;
-	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+	/* Files get exactly set->file_mode, the mailbox list's (0600, or
+	   0660 in a group-shared root), as Dovecot's own files do, whatever
+	   the process's umask; the directory gets x where the file mode has
+	   r.  (Dovecot is single-threaded: changing the umask is safe.) */
+	old_mask = umask(0);
+	ret = mkdir(path, set->file_mode | ((set->file_mode & 0444) >> 2));
+	umask(old_mask);
+	if (ret < 0 && errno != EEXIST) {
 		snprintf(errbuf, sizeof(errbuf), "mkdir(%s) failed: %s",
 			 path, strerror(errno));
 		*error_r = errbuf;
@@ -608,7 +619,9 @@ int ldb_env_open(const char *path, const struct ldb_settings *set,
 		flags |= MDB_NOSYNC;
 	if ((ret = ldb_env_check_empty(env)) < 0)
 		goto fail;
+	old_mask = umask(0);
 	rc = mdb_env_open(env->env, path, flags, set->file_mode);
+	umask(old_mask);
 	if (rc != 0) {
 		ret = ldb_map_error(env, rc, "mdb_env_open");
 		if (rc == ENOMEM) {

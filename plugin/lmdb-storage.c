@@ -400,7 +400,9 @@ int lmdb_mailbox_guid_file_read(struct lmdb_mailbox *mbox, guid_128_t guid_r)
 int lmdb_mailbox_guid_file_write(struct lmdb_mailbox *mbox,
 				 const guid_128_t guid)
 {
+	const struct mailbox_permissions *perm;
 	const char *path, *temp_path, *data;
+	mode_t old_mask;
 	int fd;
 
 	path = t_strconcat(mailbox_get_path(&mbox->box),
@@ -410,8 +412,21 @@ int lmdb_mailbox_guid_file_write(struct lmdb_mailbox *mbox,
 	   other's file away or publish it half written */
 	temp_path = t_strdup_printf("%s.%s.%s.tmp", path, my_hostname, my_pid);
 	data = t_strconcat(guid_128_to_string(guid), "\n", NULL);
+	perm = mailbox_get_permissions(&mbox->box);
+	/* the mailbox's file mode and group, as its index files get */
+	old_mask = umask(0);
 	fd = open(temp_path, O_WRONLY | O_CREAT | O_TRUNC,
-		  mailbox_get_permissions(&mbox->box)->file_create_mode);
+		  perm->file_create_mode);
+	umask(old_mask);
+	if (fd != -1 && perm->file_create_gid != (gid_t)-1 &&
+	    fchown(fd, (uid_t)-1, perm->file_create_gid) < 0) {
+		mailbox_set_critical(&mbox->box, "fchown(%s, -1, %ld) failed: "
+				     "%m", temp_path,
+				     (long)perm->file_create_gid);
+		i_close_fd(&fd);
+		i_unlink(temp_path);
+		return -1;
+	}
 	if (fd == -1) {
 		mailbox_set_critical(&mbox->box, "open(%s) failed: %m",
 				     temp_path);

@@ -10,7 +10,7 @@ build_pkgs=(make gcc libc6-dev pkg-config dovecot-dev liblmdb-dev libssl-dev
             libzstd-dev dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
             python3 openssl curl)
 test_pkgs=(libcmocka-dev python3-pytest lmdb-utils valgrind clang
-           debhelper dpkg-dev fakeroot)
+           debhelper dpkg-dev fakeroot strace)
 bench_pkgs=(dovecot-fts-xapian dovecot-lucene time valgrind)
 
 want=("${build_pkgs[@]}")
