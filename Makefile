@@ -296,4 +296,47 @@ unit-test-valgrind: $(UNIT_TESTS)
 			|| { tail -60 $$t-valgrind.log; exit 1; }; done
 test: unit-test-valgrind
 
-.PHONY: fuzz-regress stress unit-test-valgrind
+# `make test-asan`: the modules built with ASan and UBSan into
+# $(BUILD)/asan, and the whole integration suite run against them.  Stock
+# Dovecot is not instrumented, so every Dovecot process gets the runtimes
+# with LD_PRELOAD through import_environment (and doveadm through a
+# wrapper).  Leak checks are off there (Dovecot's own allocations); any
+# ASan or UBSan error aborts the process and leaves a report in
+# $(BUILD)/asan/reports, and any report fails the run.
+ASAN_BUILD = $(BUILD)/asan
+ASAN_TESTS ?= tests/integration
+ASAN_REPORTS = $(CURDIR)/$(ASAN_BUILD)/reports
+ASAN_PRELOAD = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
+ASAN_ENV = LD_PRELOAD=$(ASAN_PRELOAD) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(ASAN_REPORTS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$(ASAN_REPORTS)/ubsan
+test-asan:
+	$(MAKE) BUILD=$(ASAN_BUILD) EXTRA_CFLAGS="$(SAN_FLAGS)" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" all \
+		$(ASAN_BUILD)/lib99_asan_canary_plugin.so
+	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS) && chmod 1777 $(ASAN_REPORTS)
+	printf 'import_environment = $$import_environment %s\ndefault_vsz_limit = 0\n' \
+		'$(ASAN_ENV)' > $(ASAN_BUILD)/asan.conf
+	printf '#!/bin/sh\nexport %s\nexec /usr/bin/doveadm "$$@"\n' \
+		'$(ASAN_ENV)' > $(ASAN_BUILD)/doveadm && chmod +x $(ASAN_BUILD)/doveadm
+	DOVECOT_TEST_ASAN=$(ASAN_REPORTS) DOVEADM_BIN=$(CURDIR)/$(ASAN_BUILD)/doveadm \
+		DOVECOT_TEST_EXTRA_CONFIG='!include $(CURDIR)/$(ASAN_BUILD)/asan.conf' \
+		DOVECOT_LMDB_MODULE_DIR=$(CURDIR)/$(ASAN_BUILD) \
+		/usr/bin/python3 -m pytest -q --durations=15 $(ASAN_TESTS) $(PYTEST_ARGS)
+	@if [ -n "$$(ls $(ASAN_REPORTS))" ]; then \
+		echo "ASan/UBSan reports:"; head -50 $(ASAN_REPORTS)/*; exit 1; fi
+	@echo "test-asan: no ASan or UBSan report"
+
+# CI's share (.ci/run; the whole suite under ASan takes some 20 minutes):
+# the sanitizer self-checks, the IMAP suite and a 10-second stress run.
+ASAN_CI_TESTS = tests/integration/test_lmdb_sanitizers.py \
+	tests/integration/test_lmdb_imap.py tests/integration/test_lmdb_stress_run.py
+test-asan-ci:
+	$(MAKE) test-asan ASAN_TESTS="$(ASAN_CI_TESTS)" STRESS_TEST_SECONDS=10
+
+# a module with a deliberate use after free: test_lmdb_sanitizers.py checks
+# that test-asan catches it
+$(BUILD)/lib99_asan_canary_plugin.so: tests/integration/asan-canary-plugin.c | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $<
+
+.PHONY: fuzz-regress stress unit-test-valgrind test-asan test-asan-ci

@@ -35,6 +35,10 @@ each instance gets ``<root>/modules`` holding symlinks to everything in
 <repo>/plugin, <repo>/plugin/.libs that holds a lib*lmdb*.so).  Note that
 doveadm loads its *own* plugins (modules/doveadm/) only from the compiled-in
 /usr/lib/dovecot/modules/doveadm; mail_plugin_dir does not change that.
+
+$DOVECOT_TEST_EXTRA_CONFIG, if set, is appended to every instance's
+dovecot.conf after its own extra_config (`make test-asan` uses it to give
+every Dovecot process the ASan runtime through import_environment).
 """
 
 import grp
@@ -450,12 +454,14 @@ protocol pop3 {{
 }}
 
 {extra}
+{env_extra}
 """.format(base_dir=self.base_dir, state_dir=self.state_dir,
            log_path=self.log_path, info_log_path=self.info_log_path,
            host=self.host, internal=internal, login=login, ids=ids,
            mail_location=self.mail_location, plugin_dir=self.plugin_dir,
            plugins=plugins, cert=cert, key=key, dh=dh,
            passwd=self.passwd_path, chroot=chroot, extra=self.extra_config,
+           env_extra=os.environ.get("DOVECOT_TEST_EXTRA_CONFIG", ""),
            stats="" if self.stats else "stats_writer_socket_path =\n",
            imap=p["imap"], imaps=p["imaps"], pop3=p["pop3"],
            pop3s=p["pop3s"], lmtp=p["lmtp"])

@@ -642,6 +642,8 @@ VALGRIND = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=no",
 
 @pytest.mark.skipif(shutil.which("valgrind") is None,
                     reason="valgrind is not installed")
+@pytest.mark.skipif(bool(os.environ.get("DOVECOT_TEST_ASAN")),
+                    reason="not under make test-asan (ASan doveadm)")
 @pytest.mark.dovecot_log_allow(r"lmdb")
 def test_doveadm_lmdb_under_valgrind(dovecot):
     """Every command, including check --repair on a damaged environment,

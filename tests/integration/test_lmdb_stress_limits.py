@@ -434,6 +434,9 @@ def test_map_full_is_clean_no(dovecot):
 
 # ------------------------------------------------------------ vsz_limit
 
+@pytest.mark.skipif(bool(os.environ.get("DOVECOT_TEST_ASAN")),
+                    reason="make test-asan lifts vsz_limit (ASan's shadow "
+                    "memory needs the address space)")
 def test_50mb_message_default_vsz_limit(dovecot):
     # the harness config must not raise vsz_limit
     with open(dovecot.config_path) as f:

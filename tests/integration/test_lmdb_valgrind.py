@@ -13,8 +13,12 @@ import pytest
 
 from dovecot_harness import DOVEADM_BIN, make_message
 
-pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None,
-                                reason="valgrind is not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("valgrind") is None,
+                       reason="valgrind is not installed"),
+    # make test-asan: doveadm is an ASan wrapper there
+    pytest.mark.skipif(bool(os.environ.get("DOVECOT_TEST_ASAN")),
+                       reason="not under make test-asan")]
 
 VALGRIND = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=no",
             "--track-origins=yes", "--num-callers=30"]
