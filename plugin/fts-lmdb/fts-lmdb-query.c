@@ -576,6 +576,7 @@ int fts_lmdb_lookup(struct lmdb_fts_backend *backend, struct mailbox *box,
 	struct query_arg qa, *qap;
 	unsigned int arg_count = 0;
 	size_t definite = 0, maybe = 0;
+	bool handled;
 	int ret;
 
 	if (lookup_session_begin(backend) < 0)
@@ -586,10 +587,6 @@ int fts_lmdb_lookup(struct lmdb_fts_backend *backend, struct mailbox *box,
 		analyze_args(backend, args, &backend->conflicts, &uses);
 		backend->session_analyzed = TRUE;
 	}
-	if ((ret = lookup_box(backend, box)) <= 0)
-		return ret;
-	ret = 0;
-
 	t_array_init(&qargs, 8);
 	for (arg = args; arg != NULL; arg = arg->next) {
 		/* text arguments; the others aren't ours to answer */
@@ -599,20 +596,25 @@ int fts_lmdb_lookup(struct lmdb_fts_backend *backend, struct mailbox *box,
 		if (query_arg_init(backend, arg, &qa))
 			array_push_back(&qargs, &qa);
 	}
-	if (array_count(&qargs) > 0) {
+	/* e.g. the top level of OR (...) (...): nothing to look up here */
+	ret = array_count(&qargs) == 0 ? 0 : lookup_box(backend, box);
+	handled = ret > 0;
+	if (handled) {
 		ret = lookup_level(backend, &qargs,
 				   (flags & FTS_LOOKUP_FLAG_AND_ARGS) != 0,
 				   result, &definite, &maybe);
 	}
 	if (arg_count > 0) {
+		/* not indexed (or another UIDVALIDITY): all left to Dovecot */
 		e_debug(backend->event, "lookup %s: %u of %u args, "
 			"%zu definite, %zu maybe", mailbox_get_vname(box),
-			array_count(&qargs), arg_count, definite, maybe);
+			handled ? array_count(&qargs) : 0, arg_count,
+			definite, maybe);
 	}
 	array_foreach_modifiable(&qargs, qap) {
-		if (ret == 0)
+		if (handled && ret == 0)
 			qap->arg->match_always = TRUE;
 		fts_lmdb_grams_free(&qap->grams);
 	}
-	return ret;
+	return ret < 0 ? -1 : 0;
 }
