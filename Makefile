@@ -221,7 +221,7 @@ install-fts-lmdb: $(FTS_LMDB_PLUGIN)
 # FUZZ_TIME seconds each (test runs them briefly).
 $(BUILD)/fuzz-fts-lmdb-%: tests/fuzz/fuzz-fts-lmdb-%.c $(FTS_LMDB_DIR)/fts-lmdb-codec.c \
 		$(FTS_LMDB_DIR)/fts-lmdb-doc.c $(FTS_LMDB_HDRS) | $(BUILD)
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -I$(FTS_LMDB_DIR) \
+	$(FUZZ_CC) -g -O1 $(FUZZ_SAN) -I$(FTS_LMDB_DIR) \
 		$< $(FTS_LMDB_DIR)/fts-lmdb-codec.c $(FTS_LMDB_DIR)/fts-lmdb-doc.c -lzstd -o $@
 
 fuzz: $(FTS_LMDB_FUZZERS)

@@ -451,9 +451,13 @@ void fts_lmdb_grams_add(struct fts_lmdb_grams *g, uint64_t gram)
 void fts_lmdb_grams_add_text(struct fts_lmdb_grams *g, const void *text,
 			     size_t size, bool short_grams)
 {
-	const uint8_t *p = text, *end = p + size;
+	const uint8_t *p = text, *end;
 	uint32_t cp, c1 = 0, c2 = 0;
 	unsigned int len, have = 0;
+
+	if (size == 0)
+		return;		/* text may be NULL: NULL + 0 is undefined */
+	end = p + size;
 
 	while (p < end) {
 		len = fts_lmdb_utf8_get(p, end, &cp);

@@ -71,6 +71,13 @@ void fts_lmdb_buf_append(struct fts_lmdb_buf *buf, const void *data,
 	buf->used += size;
 }
 
+/* buf->data + off, but NULL for a buffer that never got data: NULL + 0
+   is undefined behaviour (UBSan stops the doc fuzzer on it) */
+static const uint8_t *buf_at(const struct fts_lmdb_buf *buf, size_t off)
+{
+	return buf->data == NULL ? NULL : buf->data + off;
+}
+
 void fts_lmdb_buf_free(struct fts_lmdb_buf *buf)
 {
 	free(buf->data);
@@ -250,13 +257,13 @@ void fts_lmdb_doc_builder_view(struct fts_lmdb_doc_builder *b,
 		const struct fts_lmdb_doc_builder_hdr *h = &b->hdrs[i];
 		struct fts_lmdb_doc_hdr *v = &b->view_hdrs[i];
 
-		v->name = b->aux.data + h->name_off;
+		v->name = buf_at(&b->aux, h->name_off);
 		v->name_len = h->name_len;
-		v->value = b->hdr_text.data + h->value_off;
+		v->value = buf_at(&b->hdr_text, h->value_off);
 		v->value_len = h->value_len;
-		v->addr = b->aux.data + h->addr_off;
+		v->addr = buf_at(&b->aux, h->addr_off);
 		v->addr_len = h->addr_len;
-		v->lwsp = b->aux.data + h->lwsp_off;
+		v->lwsp = buf_at(&b->aux, h->lwsp_off);
 		v->lwsp_len = h->lwsp_len;
 		v->forms = h->forms;
 	}
@@ -290,16 +297,16 @@ static void builder_serialize(struct fts_lmdb_doc_builder *b)
 	for (i = 0; i < b->hdr_count; i++) {
 		const struct fts_lmdb_doc_builder_hdr *h = &b->hdrs[i];
 
-		buf_put_bytes(head, b->aux.data + h->name_off, h->name_len);
+		buf_put_bytes(head, buf_at(&b->aux, h->name_off), h->name_len);
 		buf_put_varint(head, h->value_off);
 		buf_put_varint(head, h->value_len);
 		fts_lmdb_buf_append(head, &h->forms, 1);
 		if ((h->forms & FTS_LMDB_HDR_FORM_ADDR) != 0) {
-			buf_put_bytes(head, b->aux.data + h->addr_off,
+			buf_put_bytes(head, buf_at(&b->aux, h->addr_off),
 				      h->addr_len);
 		}
 		if ((h->forms & FTS_LMDB_HDR_FORM_LWSP) != 0) {
-			buf_put_bytes(head, b->aux.data + h->lwsp_off,
+			buf_put_bytes(head, buf_at(&b->aux, h->lwsp_off),
 				      h->lwsp_len);
 		}
 	}
