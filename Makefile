@@ -211,6 +211,35 @@ $(BUILD)/test-fts-lmdb-asan: tests/unit/test-fts-lmdb.c $(FTS_LMDB_TEST_SRCS) $(
 		tests/unit/test-fts-lmdb.c $(FTS_LMDB_TEST_SRCS) \
 		$(FTS_LMDB_TEST_LIBS) -o $@
 
+# doveadm fts-lmdb {stats,check}: loaded by doveadm from
+# $(DOVEADM_MODULEDIR), separate from the storage's doveadm plugin.  It
+# links its own copy of the fts_lmdb store and the ldb layer (only its
+# entry points are exported), so it needs no fts plugin symbols.
+DOVEADM_FTS_LMDB_DIR = plugin/doveadm-fts-lmdb
+DOVEADM_FTS_LMDB_PLUGIN = $(BUILD)/lib21_doveadm_fts_lmdb_plugin.so
+DOVEADM_FTS_LMDB_OBJS = $(BUILD)/doveadm-fts-lmdb/doveadm-fts-lmdb.o \
+	$(patsubst $(FTS_LMDB_DIR)/%.c,$(BUILD)/fts-lmdb/%.o,$(FTS_LMDB_PURE)) \
+	$(BUILD)/fts-lmdb/lmdb-db.o
+
+all: $(DOVEADM_FTS_LMDB_PLUGIN)
+
+$(BUILD)/doveadm-fts-lmdb/%.o: $(DOVEADM_FTS_LMDB_DIR)/%.c $(FTS_LMDB_HDRS) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -I$(FTS_LMDB_DIR) -c $< -o $@
+
+$(DOVEADM_FTS_LMDB_PLUGIN): $(DOVEADM_FTS_LMDB_OBJS) $(DOVEADM_FTS_LMDB_DIR)/doveadm-fts-lmdb.map
+	$(CC) $(CFLAGS_ALL) -shared -L/usr/lib/dovecot \
+		-Wl,--version-script=$(DOVEADM_FTS_LMDB_DIR)/doveadm-fts-lmdb.map \
+		$(EXTRA_LDFLAGS) -o $@.tmp $(DOVEADM_FTS_LMDB_OBJS) \
+		-ldovecot-storage -ldovecot -llmdb -lzstd -lcrypto
+	mv -f $@.tmp $@
+
+install: install-doveadm-fts-lmdb
+install-doveadm-fts-lmdb: $(DOVEADM_FTS_LMDB_PLUGIN)
+	install -d $(DESTDIR)$(DOVEADM_MODULEDIR)
+	install -m 0644 $(DOVEADM_FTS_LMDB_PLUGIN) $(DESTDIR)$(DOVEADM_MODULEDIR)/
+.PHONY: install-doveadm-fts-lmdb
+
 install: install-fts-lmdb
 install-fts-lmdb: $(FTS_LMDB_PLUGIN)
 	install -d $(DESTDIR)$(MODULEDIR)
