@@ -132,6 +132,16 @@ static uint64_t get_be64(const uint8_t *p)
 	return ((uint64_t)get_be32(p) << 32) | get_be32(p + 4);
 }
 
+/* Allocation failed (with Dovecot, nearly always the service's vsz_limit):
+   say so before abort(), or the log only shows "killed with signal 6".
+   stderr of a Dovecot process goes to its log. */
+static void ldb_out_of_memory(const char *func)
+{
+	fprintf(stderr, "lmdb: %s: out of memory (raise the service's "
+		"vsz_limit)\n", func);
+	abort();
+}
+
 void ldb_settings_default(struct ldb_settings *set_r)
 {
 	memset(set_r, 0, sizeof(*set_r));
@@ -326,11 +336,13 @@ static int ldb_env_grow(struct ldb_env *env)
 		if (new_size > avail)
 			new_size = avail;
 		if (new_size <= env->map_size) {
+			/* not the user's quota: a temporary failure (LMTP
+			   451), not lmdb_max_size's bounce (552) */
 			ldb_set_error(env, "LMDB map of %s can't grow beyond "
 				      "%zu bytes: the process has reached its "
 				      "address space limit (raise the service's "
 				      "vsz_limit)", env->path, env->map_size);
-			return LDB_ERR_MAP_FULL;
+			return LDB_ERR_NOMEM;
 		}
 	}
 	return ldb_env_resize(env, new_size, false);
@@ -437,8 +449,8 @@ static int ldb_env_init_dbs(struct ldb_env *env)
 		}
 		rc = mdb_txn_commit(txn);
 		if (rc == MDB_MAP_FULL && attempt < LDB_RETRY_LIMIT) {
-			if (ldb_env_grow(env) < 0)
-				return LDB_ERR_MAP_FULL;
+			if ((rc = ldb_env_grow(env)) < 0)
+				return rc;
 			continue;
 		}
 		if (rc != 0)
@@ -447,8 +459,8 @@ static int ldb_env_init_dbs(struct ldb_env *env)
 	fail:
 		mdb_txn_abort(txn);
 		if (rc == MDB_MAP_FULL && attempt < LDB_RETRY_LIMIT) {
-			if (ldb_env_grow(env) < 0)
-				return LDB_ERR_MAP_FULL;
+			if ((rc = ldb_env_grow(env)) < 0)
+				return rc;
 			continue;
 		}
 		return ldb_map_error(env, rc, "mdb_dbi_open");
@@ -832,14 +844,15 @@ int ldb_write(struct ldb_env *env, ldb_write_fn_t *fn, void *context)
 		if (attempt >= LDB_RETRY_LIMIT * 4)
 			return LDB_ERR_MAP_FULL;
 		if ((ret = ldb_env_grow(env)) < 0) {
-			/* at max_map_size: make recently freed pages
-			   reusable, then try once more */
-			if (ret != LDB_ERR_MAP_FULL || touched)
+			/* at max_map_size or the address space limit: make
+			   recently freed pages reusable, then try once more */
+			if ((ret != LDB_ERR_MAP_FULL && ret != LDB_ERR_NOMEM) ||
+			    touched)
 				return ret;
 			touched = true;
 			if (ldb_env_touch(env) < 0) {
 				(void)ldb_env_grow(env); /* its error text */
-				return LDB_ERR_MAP_FULL;
+				return ret;
 			}
 		}
 	}
@@ -1319,7 +1332,7 @@ ldb_msg_iter_init(struct ldb_txn *txn, const uint8_t guid[LDB_GUID_SIZE],
 
 	iter = calloc(1, sizeof(*iter));
 	if (iter == NULL)
-		abort();
+		ldb_out_of_memory("ldb_msg_iter_init");
 	iter->txn = txn;
 	memcpy(iter->guid, guid, LDB_GUID_SIZE);
 	ldb_msg_key(guid, first_uid, iter->key);
@@ -1386,7 +1399,7 @@ struct ldb_sha256 *ldb_sha256_init(void)
 
 	if (ctx == NULL || (ctx->ctx = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestInit_ex(ctx->ctx, EVP_sha256(), NULL) != 1)
-		abort();
+		ldb_out_of_memory("ldb_sha256_init");
 	return ctx;
 }
 

@@ -674,3 +674,39 @@ def test_corrupted_meta_pages(dovecot):
     time.sleep(0.3)
     log = dovecot.log_text(mark)
     assert "mdb_env_open" in log and "signal" not in log, log
+
+
+# ----------------------------------------------------------- resources
+
+@pytest.mark.skipif(bool(os.environ.get("DOVECOT_TEST_ASAN")),
+                    reason="make test-asan lifts vsz_limit")
+@pytest.mark.dovecot_config(extra_config=(
+    "service lmtp {\n  vsz_limit = 150M\n}\n"
+    "service imap {\n  vsz_limit = 150M\n}\n"
+    "plugin {\n  lmdb_map_size = 1M\n}\n"))
+@pytest.mark.dovecot_log_allow(r"can't grow beyond \d+ bytes: the process "
+                               r"has reached its address space limit")
+def test_address_space_limit_is_temporary(dovecot):
+    """A map that can't grow within vsz_limit is the server's limit, not
+    the user's quota: LMTP must answer 4xx (the MTA retries), never 552
+    (a bounce), and everything stored so far stays readable."""
+    last = None
+    for i in range(400):
+        msg = make_message("fill %d" % i, os.urandom(500000).hex() + "\n")
+        try:
+            dovecot.lmtp_deliver("testuser", msg)
+            last = msg
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = list(e.recipients.values())[0]
+            break
+    else:
+        pytest.fail("the map never hit the address space limit")
+    assert code // 100 == 4, (code, text)
+    assert b"Mailbox database is full" not in text
+    assert "raise the service's vsz_limit" in dovecot.log_text()
+    c = Raw(dovecot)
+    untagged, _ = c.ok(b"SELECT INBOX")
+    n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+    assert n == i
+    assert fetch_item(c, n, "BODY.PEEK[]").endswith(last)   # + LMTP trace
+    c.close()
