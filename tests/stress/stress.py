@@ -922,6 +922,13 @@ class LmtpWorker(threading.Thread):
         while time.monotonic() < self.run_.deadline:
             users = self.rng.sample(self.run_.users,
                                     self.rng.choice([1, 1, 1, 2]))
+            # deliveries nobody claimed pile up in INBOX: keep the data
+            # at a steady state, or a long run only measures growth
+            users = [u for u in users
+                     if len(u.unclaimed) < self.run_.max_unclaimed]
+            if not users:
+                time.sleep(0.05)
+                continue
             self.n += 1
             tok = "lmtp%s%05d%s" % (self.name[-1], self.n,
                                     os.urandom(4).hex())
@@ -1060,6 +1067,7 @@ class StressRun:
         self.stats = Stats()
         self.timeout = args.timeout
         self.max_owned = args.max_owned
+        self.max_unclaimed = args.max_unclaimed
         self.users = [UserModel("stress%d" % i, "pw%d" % i)
                       for i in range(args.users)]
         module_dir = args.module_dir or dovecot_harness.find_module_dir()
@@ -1227,6 +1235,9 @@ def main(argv=None):
     p.add_argument("--max-owned", type=int, default=150,
                    help="messages one session keeps before it expunges "
                    "instead of appending")
+    p.add_argument("--max-unclaimed", type=int, default=100,
+                   help="LMTP deliveries per user that no session has "
+                   "claimed yet, beyond which LMTP waits")
     p.add_argument("--no-rebuild", action="store_true",
                    help="skip the check against an index rebuilt from LMDB")
     p.add_argument("--extra-config", default=os.environ.get(
