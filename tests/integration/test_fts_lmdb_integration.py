@@ -327,19 +327,29 @@ def test_concurrent_lmtp_and_search(dovecot):
     UIDs 1..n of its mailbox view: no holes, nothing missing."""
     total = 150
     errors = []
+    searched = threading.Condition()
+    state = {"rounds": 0}
 
     def deliver_all():
+        # interleave on purpose: after each batch of deliveries, wait until
+        # the searcher has run a full round, so searches overlap the
+        # deliveries however loaded the machine is
         try:
             for i in range(total):
+                if i % 10 == 0:
+                    with searched:
+                        seen = state["rounds"]
+                        searched.wait_for(
+                            lambda: state["rounds"] > seen, timeout=30)
                 dovecot.lmtp_deliver("testuser",
                                      msg(i, "common token%04d\n" % i))
         except Exception as e:          # noqa: BLE001 - reported below
             errors.append(e)
 
-    t = threading.Thread(target=deliver_all)
-    t.start()
     conn = raw_imap(dovecot)
     conn.select("INBOX")
+    t = threading.Thread(target=deliver_all)
+    t.start()
     rounds = during = 0
     try:
         while t.is_alive() or rounds < 3:
@@ -354,6 +364,9 @@ def test_concurrent_lmtp_and_search(dovecot):
             conn.command(b"NOOP")
             rounds += 1
             during += delivering and t.is_alive()
+            with searched:
+                state["rounds"] = rounds
+                searched.notify_all()
     finally:
         t.join()
         conn.logout()
