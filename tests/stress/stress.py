@@ -1077,6 +1077,10 @@ class StressRun:
         plugins = ["lmdb"] + (["fts", "fts_lmdb"] if self.fts else [])
         extra = ("protocol imap {\n  mail_max_userip_connections = 200\n}\n"
                  "service imap-login {\n  process_min_avail = 2\n}\n")
+        if args.vsz_limit != "default":
+            # each process maps mail.lmdb and fts_lmdb's index: the 256M
+            # default runs out within minutes here (see README, vsz_limit)
+            extra += "default_vsz_limit = %s\n" % args.vsz_limit
         if self.fts:
             extra += ("plugin {\n  fts = lmdb\n  fts_enforced = yes\n"
                       "  fts_autoindex = yes\n}\n")
@@ -1238,6 +1242,9 @@ def main(argv=None):
     p.add_argument("--max-unclaimed", type=int, default=100,
                    help="LMTP deliveries per user that no session has "
                    "claimed yet, beyond which LMTP waits")
+    p.add_argument("--vsz-limit", default="1G",
+                   help="default_vsz_limit of the instance ('default': "
+                   "Dovecot's 256M)")
     p.add_argument("--no-rebuild", action="store_true",
                    help="skip the check against an index rebuilt from LMDB")
     p.add_argument("--extra-config", default=os.environ.get(
