@@ -433,9 +433,11 @@ def render(data, profiling_path=None):
         w("No reference: no format without FTS ran SEARCH in this run.\n")
     w("The reference is %s without FTS on the same messages. A query counts as "
       "a mismatch when its result count differs (or it fails).\n" % ref_name)
-    w("| query class | query | reference | " + " | ".join(
-        x for x in (FORMATS + FTS_ENGINES) if x in R and x != ref_name) + " |")
-    others = [x for x in (FORMATS + FTS_ENGINES) if x in R and x != ref_name]
+    # configurations that searched (or crashed or were not built: "·")
+    others = [x for x in (FORMATS + FTS_ENGINES) if x in R and x != ref_name
+              and (status(R[x]) or R[x].get("search") or
+                   R[x].get("search_sample"))]
+    w("| query class | query | reference | " + " | ".join(others) + " |")
     w("|---" * (len(others) + 3) + "|")
     mism = {x: [] for x in others}
     for key, label in ((("search", "INBOX"), ("search_sample", "sample"))
@@ -586,6 +588,9 @@ def render(data, profiling_path=None):
     probs = [(x, R[x]) for x in R if R[x].get("log_problems") or R[x].get("error")]
     if probs:
         w("## Errors and log problems during the run\n")
+        w("Every Error, Panic or Fatal line of each instance's log. Lines from "
+          "fts-xapian or fts-squat are those backends' own (fts-xapian logs a "
+          "QueryParserError for some of the queries).\n")
         for x, r in probs:
             if r.get("error"):
                 w("- **%s** failed: `%s`" % (x, r["error"].replace("`", "'")[:400]))
@@ -608,8 +613,8 @@ def render(data, profiling_path=None):
   an empty INBOX of another user; the 4-client figure is 4 connections appending into the
   same INBOX at once. LMTP is one connection with PIPELINING (MAIL, RCPT and DATA sent
   together), one delivery after another, into another empty INBOX.
-- SELECT "first" is the first SELECT after the load; warm SELECT and STATUS are medians of 5
-  (SELECT on a new connection each time).
+- SELECT "first" is the first SELECT after the load; warm SELECT and STATUS are medians of
+  15 (SELECT on a new connection each time).
 - FETCH runs over the whole INBOX, twice; BODY[] MB/s counts the literal bytes returned.
 - On-disk size is the allocated size (st_blocks) of the user's whole home (mail, Dovecot
   indexes, LMDB environment) after the FETCH phase, divided by the corpus bytes.
