@@ -371,13 +371,13 @@ def _imap_view(d):
 @pytest.mark.dovecot_log_allow(
     # the replicator may try the peer before its doveadm listener is up
     r"replicator: Error: .*(Connection refused|Disconnected)",
-    r"doveadm\(.*\): (Error|Fatal): .*Connection refused",
+    r"doveadm\(.*: (Error|Fatal): .*Connection refused",
     # Both servers replicate to each other; when their dsyncs of one user
     # cross, one waits for the other's mailbox sync lock and gives up
     # after the lock timeout, then the replicator retries.  Dovecot's own
     # sdbox shows exactly the same with this setup.
-    r"doveadm\(.*\): Error: Failed to lock mailbox .* for dsyncing",
-    r"doveadm\(.*\): Error: .*Remote command returned error",
+    r"doveadm\(.*: Error: Failed to lock mailbox .* for dsyncing",
+    r"doveadm\(.*: Error: .*Remote command returned error",
     r"replicator: Error: .*")
 @pytest.mark.parametrize("location", ["lmdb:~/lmdb"])
 def test_replication_between_two_servers(dovecot_factory, location):

@@ -200,6 +200,9 @@ def smtp_failure(exc):
     err = exc.value
     if isinstance(err, smtplib.SMTPRecipientsRefused):
         (code, reply), = err.recipients.values()
+    elif isinstance(err, smtplib.SMTPServerDisconnected):
+        # an lmtp process of the old config shutting down after a reload
+        code, reply = 421, str(err).encode()
     else:
         code, reply = err.smtp_code, err.smtp_error
     return code, reply
